@@ -1,0 +1,124 @@
+//! Thread exit (with the thread's final statistics), fork of child processes, exec.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
+        generated::bpf_probe_read_kernel,
+    },
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use probe_ebpf::{
+    EventHeader, ExecEvent, ForkEvent, TaskState, ThreadExitEvent, counter, event_kind,
+};
+
+use crate::maps::{
+    add_target, follow_children, is_target, read_kernel, reserve, task_pid_off, task_state,
+    task_tgid_off,
+};
+
+#[inline(always)]
+fn header(kind: u32, pid_tgid: u64, now: u64) -> EventHeader {
+    EventHeader {
+        kind,
+        tid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        _pad: 0,
+        ts_ns: now,
+    }
+}
+
+/// `sched_process_exit(struct task_struct *p, ...)`: runs in the exiting thread.
+#[btf_tracepoint(function = "sched_process_exit")]
+fn thread_exit(_ctx: BtfTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(mut entry) = reserve::<ThreadExitEvent>(counter::DROP_THREAD_EXIT) else {
+        return 0;
+    };
+    let e = entry.as_mut_ptr();
+    let task = unsafe { bpf_get_current_task_btf() };
+    unsafe {
+        (*e).hdr = header(event_kind::THREAD_EXIT, pid_tgid, now);
+        (*e).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*e)._pad = 0;
+        (*e).has_state = 0;
+        if let Some(st) = task_state(task.cast(), false) {
+            let dst = core::ptr::addr_of_mut!((*e).state);
+            if bpf_probe_read_kernel(
+                dst.cast(),
+                core::mem::size_of::<TaskState>() as u32,
+                core::ptr::from_mut(st).cast(),
+            ) == 0
+            {
+                (*e).has_state = 1;
+            }
+        }
+    }
+    entry.submit(0);
+    0
+}
+
+/// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`: runs in the parent.
+/// New threads are ignored (the target set is per process); a new process of a target is
+/// reported, and with `--follow-children` added to the target set before it can run.
+#[btf_tracepoint(function = "sched_process_fork")]
+fn process_fork(ctx: BtfTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let child: *const u8 = ctx.arg(1);
+    let (Some(pid), Some(tgid)) = (
+        read_kernel::<u32>(child, task_pid_off()),
+        read_kernel::<u32>(child, task_tgid_off()),
+    ) else {
+        return 0;
+    };
+    if pid != tgid {
+        return 0; // a thread
+    }
+    let followed = follow_children();
+    if followed {
+        add_target(pid);
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(mut entry) = reserve::<ForkEvent>(counter::DROP_LIFECYCLE) else {
+        return 0;
+    };
+    unsafe {
+        *entry.as_mut_ptr() = ForkEvent {
+            hdr: header(event_kind::FORK, pid_tgid, now),
+            child_pid: pid,
+            followed: followed as u32,
+        };
+    }
+    entry.submit(0);
+    0
+}
+
+/// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`.
+#[btf_tracepoint(function = "sched_process_exec")]
+fn process_exec(ctx: BtfTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let old_pid: i32 = ctx.arg(1);
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(mut entry) = reserve::<ExecEvent>(counter::DROP_LIFECYCLE) else {
+        return 0;
+    };
+    unsafe {
+        *entry.as_mut_ptr() = ExecEvent {
+            hdr: header(event_kind::EXEC, pid_tgid, now),
+            old_tid: old_pid as u32,
+            _pad: 0,
+        };
+    }
+    entry.submit(0);
+    0
+}

@@ -1,0 +1,7 @@
+//! The BPF programs, one module per concern.
+
+pub mod blocking;
+pub mod hooks;
+pub mod lifecycle;
+pub mod signals;
+pub mod snapshot;

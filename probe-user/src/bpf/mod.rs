@@ -1,0 +1,496 @@
+//! Loading and attaching the kernel programs, and the handles user space keeps on them: the
+//! target set, the event ring buffer, the drop counters and the task-iterator snapshot.
+//!
+//! This module is the only place that knows program and map names; everything above it works
+//! with [`Probes`] and the decoded types of [`crate::events`].
+
+pub mod btf;
+
+use std::{collections::BTreeMap, io::Read};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, FEntry, FExit, Iter, ProgramError, TracePoint},
+};
+use probe_ebpf::{Call, counter, globals, maps};
+
+use crate::{
+    error::StallError,
+    events::{TaskSnapshot, decode_snapshot},
+};
+
+/// The BPF object built from probe-ebpf by build.rs.
+static BPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stallprobe-ebpf"));
+
+/// Where the blocking-call programs hook in (see probe-ebpf/src/programs/hooks.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hook {
+    /// fentry if this kernel allows it, else raw tracepoints (default).
+    #[default]
+    Auto,
+    /// fentry/fexit on each probed syscall (cheapest, see docs/design.md).
+    Fentry,
+    /// BTF raw tracepoints sys_enter/sys_exit (every syscall on the host passes through).
+    Raw,
+    /// syscalls:sys_enter_*/sys_exit_* tracepoints (needs tracefs).
+    Tracepoint,
+}
+
+/// What the kernel side is configured with at load time.
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    pub threshold_ns: u64,
+    /// Bit n set: signal n is a shutdown signal.
+    pub shutdown_sigmask: u64,
+    pub hook: Hook,
+    pub follow_children: bool,
+    /// Forward the kernel side's debug log to stderr.
+    pub bpf_log: bool,
+}
+
+/// Calls that older kernels do not have; missing ones are skipped with a note, not an error.
+const OPTIONAL_CALLS: [Call; 2] = [Call::FutexWaitv, Call::EpollPwait2];
+
+/// Totals of the kernel side's counters (summed over CPUs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    pub dropped_slow_calls: u64,
+    pub dropped_signals: u64,
+    pub dropped_thread_exits: u64,
+    pub dropped_lifecycle: u64,
+    pub task_storage_failures: u64,
+    pub stack_copy_failures: u64,
+    pub slow_calls: u64,
+    pub signals: u64,
+}
+
+impl Counters {
+    /// Events lost for lack of room (ring buffer full or storage unavailable).
+    pub fn dropped(&self) -> u64 {
+        self.dropped_slow_calls
+            + self.dropped_signals
+            + self.dropped_thread_exits
+            + self.dropped_lifecycle
+            + self.task_storage_failures
+    }
+}
+
+/// The loaded, attached kernel side.
+pub struct Probes {
+    ebpf: Ebpf,
+    targets: Array<MapData, u64>,
+    counters: PerCpuArray<MapData, u64>,
+    shutdown: Array<MapData, u64>,
+    events: Option<RingBuf<MapData>>,
+    /// Our copy of the target bitmap's non-zero words.
+    words: BTreeMap<u32, u64>,
+    /// Calls that could not be probed on this kernel.
+    pub skipped_calls: Vec<Call>,
+    /// The hook in use (never `Auto`).
+    pub hook: Hook,
+    /// Why `Auto` did not pick fentry, when it did not.
+    pub fallback_reason: Option<String>,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+fn load_err(action: impl Into<String>, e: impl std::fmt::Display) -> StallError {
+    let action = action.into();
+    let detail = e.to_string();
+    let hint = if detail.contains("Operation not permitted") || detail.contains("EPERM") {
+        Some("loading BPF programs needs root or CAP_BPF + CAP_PERFMON".to_string())
+    } else {
+        None
+    };
+    StallError::Load {
+        action,
+        detail: shorten_verifier_log(&detail),
+        hint,
+    }
+}
+
+/// Keep the error line and the end of a verifier log, which is where the reason is.
+fn shorten_verifier_log(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    if lines.len() <= 24 {
+        return s.to_string();
+    }
+    let mut out = lines[..2].join("\n");
+    out.push_str("\n  ...\n");
+    out.push_str(&lines[lines.len() - 20..].join("\n"));
+    out
+}
+
+fn pid_max() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4_194_304)
+}
+
+impl Probes {
+    /// Check privileges and kernel, load the object, attach every program.
+    pub fn load(opts: &ProbeOptions) -> Result<Probes, StallError> {
+        crate::preflight::check_privileges()?;
+        crate::preflight::check_kernel()?;
+        if BPF_OBJECT.is_empty() {
+            return Err(StallError::Load {
+                action: "load the kernel programs".into(),
+                detail:
+                    "this stallprobe binary was built with AYA_BUILD_SKIP=1 and has no BPF object"
+                        .into(),
+                hint: Some("rebuild it with `cargo xtask build`".into()),
+            });
+        }
+        let off = btf::TaskOffsets::from_kernel()?;
+        // Kernel memory limits for BPF are per-cgroup memory since 5.11; raise RLIMIT_MEMLOCK
+        // anyway for older kernels (harmless when it is not needed).
+        let _ = nix::sys::resource::setrlimit(
+            nix::sys::resource::Resource::RLIMIT_MEMLOCK,
+            nix::sys::resource::RLIM_INFINITY,
+            nix::sys::resource::RLIM_INFINITY,
+        );
+
+        let words = pid_max().div_ceil(64).max(1);
+        let log_level: u8 = if opts.bpf_log { 0xff } else { 0 };
+        let follow: u32 = opts.follow_children.into();
+        let mut ebpf = EbpfLoader::new()
+            .override_global(globals::THRESHOLD_NS, &opts.threshold_ns, true)
+            .override_global(globals::SHUTDOWN_SIGMASK, &opts.shutdown_sigmask, true)
+            .override_global(globals::TASK_PID_OFF, &off.pid, true)
+            .override_global(globals::TASK_TGID_OFF, &off.tgid, true)
+            .override_global(globals::TASK_COMM_OFF, &off.comm, true)
+            .override_global(globals::TASK_STATE_OFF, &off.state, true)
+            .override_global(globals::TASK_LAST_ARRIVAL_OFF, &off.last_arrival, true)
+            .override_global(globals::FOLLOW_CHILDREN, &follow, true)
+            .override_global(aya_log::LEVEL, &log_level, false)
+            .map_max_entries(maps::TARGETS, words)
+            // Task storage (BPF_MAP_TYPE_TASK_STORAGE) has no aya wrapper; only the kernel side
+            // touches it, so it may stay "unsupported" here.
+            .allow_unsupported_maps()
+            .load(BPF_OBJECT)
+            .map_err(|e| load_err("load the kernel programs and maps", e))?;
+
+        let logger = if opts.bpf_log {
+            aya_log::EbpfLogger::init(&mut ebpf).ok()
+        } else {
+            None
+        };
+
+        let kbtf = aya::Btf::from_sys_fs().map_err(|e| StallError::KernelFeature {
+            what: "BTF type information".into(),
+            detail: e.to_string(),
+            hint: "stallprobe needs CONFIG_DEBUG_INFO_BTF=y".into(),
+        })?;
+
+        let mut skipped_calls = Vec::new();
+        let mut fallback_reason = None;
+        let hook = match opts.hook {
+            Hook::Auto => match attach_fentry_all(&mut ebpf, &kbtf, &mut skipped_calls) {
+                Ok(()) => Hook::Fentry,
+                Err(e) => {
+                    // Some kernels refuse fentry (no BPF trampolines, or locked down). Raw
+                    // tracepoints cost more but work wherever BTF does.
+                    fallback_reason = Some(first_line(&e.to_string()));
+                    skipped_calls.clear();
+                    detach_all_fentry(&mut ebpf);
+                    attach_raw(&mut ebpf, &kbtf)?;
+                    Hook::Raw
+                }
+            },
+            Hook::Fentry => {
+                attach_fentry_all(&mut ebpf, &kbtf, &mut skipped_calls)?;
+                Hook::Fentry
+            }
+            Hook::Raw => {
+                attach_raw(&mut ebpf, &kbtf)?;
+                Hook::Raw
+            }
+            Hook::Tracepoint => {
+                crate::preflight::ensure_tracefs()?;
+                for call in Call::ALL {
+                    match attach_tracepoint_pair(&mut ebpf, call) {
+                        Ok(()) => {}
+                        Err(_) if OPTIONAL_CALLS.contains(&call) => skipped_calls.push(call),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Hook::Tracepoint
+            }
+        };
+        attach_tp_btf(&mut ebpf, &kbtf, "signal_generate", "signal_generate")?;
+        attach_tp_btf(&mut ebpf, &kbtf, "thread_exit", "sched_process_exit")?;
+        attach_tp_btf(&mut ebpf, &kbtf, "process_fork", "sched_process_fork")?;
+        attach_tp_btf(&mut ebpf, &kbtf, "process_exec", "sched_process_exec")?;
+        {
+            let prog: &mut Iter = program(&mut ebpf, "snapshot_tasks")?;
+            prog.load("task", &kbtf)
+                .map_err(|e| load_err("load the task iterator (iter/task)", fmt_prog_err(&e)))?;
+        }
+
+        let targets = Array::try_from(take_map(&mut ebpf, maps::TARGETS)?)
+            .map_err(|e| load_err("open the TARGETS map", e))?;
+        let counters = PerCpuArray::try_from(take_map(&mut ebpf, maps::COUNTERS)?)
+            .map_err(|e| load_err("open the COUNTERS map", e))?;
+        let shutdown = Array::try_from(take_map(&mut ebpf, maps::SHUTDOWN)?)
+            .map_err(|e| load_err("open the SHUTDOWN map", e))?;
+        let events = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)
+            .map_err(|e| load_err("open the EVENTS ring buffer", e))?;
+
+        Ok(Probes {
+            ebpf,
+            targets,
+            counters,
+            shutdown,
+            events: Some(events),
+            words: BTreeMap::new(),
+            skipped_calls,
+            hook,
+            fallback_reason,
+            logger,
+        })
+    }
+
+    /// Add a process to the target set: from now on its threads' calls are recorded.
+    pub fn add_target(&mut self, tgid: u32) -> Result<(), StallError> {
+        let idx = tgid / 64;
+        let w = self.words.entry(idx).or_insert(0);
+        *w |= 1u64 << (tgid % 64);
+        let w = *w;
+        self.targets
+            .set(idx, w, 0)
+            .map_err(|e| load_err(format!("add pid {tgid} to the target set"), e))
+    }
+
+    /// Remove a process from the target set.
+    pub fn remove_target(&mut self, tgid: u32) -> Result<(), StallError> {
+        let idx = tgid / 64;
+        let Some(w) = self.words.get_mut(&idx) else {
+            return Ok(());
+        };
+        *w &= !(1u64 << (tgid % 64));
+        let w = *w;
+        self.targets
+            .set(idx, w, 0)
+            .map_err(|e| load_err(format!("remove pid {tgid} from the target set"), e))
+    }
+
+    /// Note a target the kernel side added by itself (a followed child), so that later updates of
+    /// the same bitmap word keep its bit.
+    pub fn note_kernel_added_target(&mut self, tgid: u32) {
+        *self.words.entry(tgid / 64).or_insert(0) |= 1u64 << (tgid % 64);
+    }
+
+    /// The event ring buffer, for the caller's event loop (taken once).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    /// Sum of the kernel side's per-CPU counters.
+    pub fn counters(&self) -> Counters {
+        let get = |i: u32| -> u64 {
+            self.counters
+                .get(&i, 0)
+                .map(|v| v.iter().copied().sum())
+                .unwrap_or(0)
+        };
+        Counters {
+            dropped_slow_calls: get(counter::DROP_SLOW_CALL),
+            dropped_signals: get(counter::DROP_SIGNAL),
+            dropped_thread_exits: get(counter::DROP_THREAD_EXIT),
+            dropped_lifecycle: get(counter::DROP_LIFECYCLE),
+            task_storage_failures: get(counter::DROP_TASK_STORAGE),
+            stack_copy_failures: get(counter::STACK_COPY_FAILED),
+            slow_calls: get(counter::SLOW_CALLS),
+            signals: get(counter::SIGNALS),
+        }
+    }
+
+    /// `bpf_ktime_get_ns()` of the first shutdown signal the kernel side saw (None: none yet).
+    pub fn shutdown_ts(&self) -> Option<u64> {
+        self.shutdown.get(&0, 0).ok().filter(|&t| t != 0)
+    }
+
+    /// Run the task iterator: every target thread as it is right now.
+    pub fn snapshot(&mut self) -> Result<Vec<TaskSnapshot>, StallError> {
+        let prog: &mut Iter = program(&mut self.ebpf, "snapshot_tasks")?;
+        let link_id = prog
+            .attach()
+            .map_err(|e| load_err("attach the task iterator", fmt_prog_err(&e)))?;
+        let link = prog
+            .take_link(link_id)
+            .map_err(|e| load_err("attach the task iterator", fmt_prog_err(&e)))?;
+        let mut file = link
+            .into_file()
+            .map_err(|e| load_err("open the task iterator", e))?;
+        let mut buf = Vec::with_capacity(64 * 1024);
+        file.read_to_end(&mut buf)
+            .map_err(|e| load_err("read the task iterator", e))?;
+        Ok(decode_snapshot(&buf))
+    }
+
+    /// Forward pending kernel-side log records (`--bpf-log`) to the logger.
+    pub fn flush_log(&mut self) {
+        if let Some(l) = self.logger.as_mut() {
+            l.flush();
+        }
+    }
+
+    /// Ids of the loaded programs (to check that nothing stays behind after exit).
+    pub fn program_ids(&self) -> Vec<u32> {
+        self.ebpf
+            .programs()
+            .filter_map(|(_, p)| p.info().ok().map(|i| i.id()))
+            .collect()
+    }
+}
+
+fn fmt_prog_err(e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => format!("{io_error}\nverifier log:\n{verifier_log}"),
+        other => {
+            let mut s = other.to_string();
+            let mut src = std::error::Error::source(other);
+            while let Some(e) = src {
+                s.push_str(": ");
+                s.push_str(&e.to_string());
+                src = e.source();
+            }
+            s
+        }
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, StallError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let p = ebpf.program_mut(name).ok_or_else(|| StallError::Load {
+        action: format!("find program {name}"),
+        detail: "not in the BPF object (stale build?)".into(),
+        hint: Some("rebuild with `cargo xtask build`".into()),
+    })?;
+    p.try_into()
+        .map_err(|e: ProgramError| load_err(format!("use program {name}"), fmt_prog_err(&e)))
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, StallError> {
+    ebpf.take_map(name).ok_or_else(|| StallError::Load {
+        action: format!("find map {name}"),
+        detail: "not in the BPF object (stale build?)".into(),
+        hint: Some("rebuild with `cargo xtask build`".into()),
+    })
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
+
+fn attach_fentry_all(
+    ebpf: &mut Ebpf,
+    kbtf: &aya::Btf,
+    skipped: &mut Vec<Call>,
+) -> Result<(), StallError> {
+    for call in Call::ALL {
+        match attach_fentry_pair(ebpf, kbtf, call) {
+            Ok(()) => {}
+            Err(_) if OPTIONAL_CALLS.contains(&call) => skipped.push(call),
+            Err(e) => {
+                return Err(StallError::KernelFeature {
+                    what: format!("fentry/fexit on {}", call.kernel_fn()),
+                    detail: e.to_string(),
+                    hint: "fentry needs BPF trampolines (x86_64, CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS) \
+                           and a kernel that allows them; try `--hook raw`"
+                        .into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Unload whatever fentry/fexit programs got loaded before one failed (their links go too).
+fn detach_all_fentry(ebpf: &mut Ebpf) {
+    for call in Call::ALL {
+        if let Ok(p) = program::<FEntry>(ebpf, &format!("fentry_{}", call.name())) {
+            let _ = p.unload();
+        }
+        if let Ok(p) = program::<FExit>(ebpf, &format!("fexit_{}", call.name())) {
+            let _ = p.unload();
+        }
+    }
+}
+
+fn attach_raw(ebpf: &mut Ebpf, kbtf: &aya::Btf) -> Result<(), StallError> {
+    attach_tp_btf(ebpf, kbtf, "raw_sys_enter", "sys_enter")?;
+    attach_tp_btf(ebpf, kbtf, "raw_sys_exit", "sys_exit")
+}
+
+fn attach_fentry_pair(ebpf: &mut Ebpf, kbtf: &aya::Btf, call: Call) -> Result<(), StallError> {
+    let func = call.kernel_fn();
+    {
+        let p: &mut FEntry = program(ebpf, &format!("fentry_{}", call.name()))?;
+        p.load(func, kbtf)
+            .map_err(|e| load_err(format!("load fentry on {func}"), fmt_prog_err(&e)))?;
+        p.attach()
+            .map_err(|e| load_err(format!("attach fentry on {func}"), fmt_prog_err(&e)))?;
+    }
+    let p: &mut FExit = program(ebpf, &format!("fexit_{}", call.name()))?;
+    p.load(func, kbtf)
+        .map_err(|e| load_err(format!("load fexit on {func}"), fmt_prog_err(&e)))?;
+    p.attach()
+        .map_err(|e| load_err(format!("attach fexit on {func}"), fmt_prog_err(&e)))?;
+    Ok(())
+}
+
+fn attach_tracepoint_pair(ebpf: &mut Ebpf, call: Call) -> Result<(), StallError> {
+    for (prog, tp) in [
+        (
+            format!("tp_enter_{}", call.name()),
+            format!("sys_enter_{}", call.name()),
+        ),
+        (
+            format!("tp_exit_{}", call.name()),
+            format!("sys_exit_{}", call.name()),
+        ),
+    ] {
+        let p: &mut TracePoint = program(ebpf, &prog)?;
+        p.load()
+            .map_err(|e| load_err(format!("load {prog}"), fmt_prog_err(&e)))?;
+        p.attach("syscalls", &tp)
+            .map_err(|e| StallError::KernelFeature {
+                what: format!("the tracepoint syscalls:{tp}"),
+                detail: fmt_prog_err(&e),
+                hint: "the kernel needs CONFIG_FTRACE_SYSCALLS=y; or use the default --hook fentry"
+                    .into(),
+            })?;
+    }
+    Ok(())
+}
+
+fn attach_tp_btf(
+    ebpf: &mut Ebpf,
+    kbtf: &aya::Btf,
+    prog: &str,
+    tracepoint: &str,
+) -> Result<(), StallError> {
+    let p: &mut BtfTracePoint = program(ebpf, prog)?;
+    p.load(tracepoint, kbtf)
+        .map_err(|e| StallError::KernelFeature {
+            what: format!("the BTF tracepoint {tracepoint}"),
+            detail: fmt_prog_err(&e),
+            hint: "stallprobe needs BTF-enabled tracepoints (Linux 5.5+)".into(),
+        })?;
+    p.attach().map_err(|e| {
+        load_err(
+            format!("attach to tracepoint {tracepoint}"),
+            fmt_prog_err(&e),
+        )
+    })?;
+    Ok(())
+}

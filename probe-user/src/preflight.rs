@@ -1,0 +1,130 @@
+//! Checks before loading anything, so that a missing privilege or kernel feature is reported
+//! as such, not as an `EPERM` from deep inside the loader.
+
+use std::path::Path;
+
+use crate::error::StallError;
+
+/// Linux capability numbers stallprobe cares about.
+pub mod cap {
+    pub const DAC_READ_SEARCH: u32 = 2;
+    pub const SYS_PTRACE: u32 = 19;
+    pub const SYS_ADMIN: u32 = 21;
+    pub const PERFMON: u32 = 38;
+    pub const BPF: u32 = 39;
+}
+
+/// The effective capability set of this process (`CapEff` in /proc/self/status).
+pub fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| crate::procfs::status_field(&s, "CapEff").map(str::to_owned))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+fn has(caps: u64, c: u32) -> bool {
+    caps & (1u64 << c) != 0
+}
+
+/// Which of the capabilities needed to load and attach the probes and read the target are
+/// missing from `caps`. CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON (older kernels).
+pub fn missing_caps(caps: u64) -> Vec<&'static str> {
+    let admin = has(caps, cap::SYS_ADMIN);
+    let mut missing = Vec::new();
+    if !admin && !has(caps, cap::BPF) {
+        missing.push("CAP_BPF");
+    }
+    if !admin && !has(caps, cap::PERFMON) {
+        missing.push("CAP_PERFMON");
+    }
+    if !has(caps, cap::SYS_PTRACE) {
+        missing.push("CAP_SYS_PTRACE");
+    }
+    missing
+}
+
+pub fn check_privileges() -> Result<(), StallError> {
+    let missing = missing_caps(effective_caps());
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(StallError::Permission {
+        what: "stallprobe needs privileges to load BPF programs and read the target's stacks".into(),
+        missing,
+        hint: "run it as root (sudo stallprobe ...), or grant the binary the capabilities: \
+               sudo setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_dac_read_search+ep $(command -v stallprobe)"
+            .into(),
+    })
+}
+
+pub fn check_kernel() -> Result<(), StallError> {
+    if !Path::new(crate::bpf::btf::VMLINUX_BTF).exists() {
+        return Err(StallError::KernelFeature {
+            what: "BTF type information".into(),
+            detail: format!("{} does not exist", crate::bpf::btf::VMLINUX_BTF),
+            hint:
+                "stallprobe needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.15 or later \
+                   recommended); most distribution kernels have it."
+                    .into(),
+        });
+    }
+    if std::env::consts::ARCH != "x86_64" {
+        return Err(StallError::KernelFeature {
+            what: "x86_64 support".into(),
+            detail: format!("this is {}", std::env::consts::ARCH),
+            hint: "stallprobe currently attaches to x86_64 syscall entry points only.".into(),
+        });
+    }
+    Ok(())
+}
+
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Make sure tracefs is mounted (only the `tracepoint` hook needs it).
+pub fn ensure_tracefs() -> Result<(), StallError> {
+    if Path::new(TRACEFS).join("events").exists() {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("tracefs"),
+        TRACEFS,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| StallError::Tracefs {
+        detail: e.to_string(),
+    })?;
+    if Path::new(TRACEFS).join("events").exists() {
+        Ok(())
+    } else {
+        Err(StallError::Tracefs {
+            detail: "mounted, but it has no events directory".into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_caps_are_enough() {
+        assert!(missing_caps(u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn no_caps_names_all_three() {
+        assert_eq!(
+            missing_caps(0),
+            vec!["CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE"]
+        );
+    }
+
+    #[test]
+    fn sys_admin_stands_in_for_bpf_and_perfmon() {
+        let caps = (1 << cap::SYS_ADMIN) | (1 << cap::SYS_PTRACE);
+        assert!(missing_caps(caps).is_empty());
+    }
+}

@@ -1,0 +1,508 @@
+//! Reports and live events for people (aligned text, colour on a terminal) and machines (JSON).
+
+use std::fmt::Write as _;
+
+use crate::{
+    report::{Frame, Report, ThreadReport, ThreadState, Verdict, basename},
+    runtime::Role,
+    session::LiveEvent,
+};
+
+/// Output format of the final report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// ANSI styling, or nothing.
+#[derive(Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn wrap(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    pub fn bold(&self, s: &str) -> String {
+        self.wrap("1", s)
+    }
+    pub fn dim(&self, s: &str) -> String {
+        self.wrap("2", s)
+    }
+    pub fn red(&self, s: &str) -> String {
+        self.wrap("1;31", s)
+    }
+    pub fn yellow(&self, s: &str) -> String {
+        self.wrap("33", s)
+    }
+    pub fn green(&self, s: &str) -> String {
+        self.wrap("32", s)
+    }
+    pub fn cyan(&self, s: &str) -> String {
+        self.wrap("36", s)
+    }
+}
+
+pub fn json(report: &Report) -> String {
+    let mut s =
+        serde_json::to_string_pretty(report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    s.push('\n');
+    s
+}
+
+pub fn fmt_dur_ms(ms: f64) -> String {
+    if ms >= 60_000.0 {
+        format!("{:.1}m", ms / 60_000.0)
+    } else if ms >= 1000.0 {
+        format!("{:.2}s", ms / 1000.0)
+    } else if ms >= 1.0 {
+        format!("{ms:.1}ms")
+    } else if ms > 0.0 {
+        format!("{:.0}us", ms * 1000.0)
+    } else {
+        "0".into()
+    }
+}
+
+/// Pad `s` (which may hold ANSI codes) to `w` visible columns.
+fn pad(s: &str, w: usize) -> String {
+    let visible = strip_ansi(s).chars().count();
+    let mut out = s.to_string();
+    for _ in visible..w {
+        out.push(' ');
+    }
+    out
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut esc = false;
+    for c in s.chars() {
+        if esc {
+            if c == 'm' {
+                esc = false;
+            }
+        } else if c == '\x1b' {
+            esc = true;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn trunc(s: &str, w: usize) -> String {
+    if s.chars().count() <= w {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(w.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// One line for a live event (written to stderr while the session runs).
+pub fn live_line(ev: &LiveEvent, elapsed_s: f64, st: Style) -> String {
+    let ts = st.dim(&format!("[{elapsed_s:>6.1}s]"));
+    let at = |a: &Option<String>| a.as_ref().map(|f| format!(" at {f}")).unwrap_or_default();
+    let body = match ev {
+        LiveEvent::Blocked {
+            tid,
+            name,
+            syscall,
+            wait,
+            blocked_ms,
+            at: a,
+            ..
+        } => format!(
+            "tid {tid} {} {} in {syscall}{} for {}{}",
+            st.bold(name),
+            st.yellow("blocked"),
+            wait.as_ref()
+                .map(|w| format!(" on {}", w.describe()))
+                .unwrap_or_default(),
+            fmt_dur_ms(*blocked_ms as f64),
+            at(a)
+        ),
+        LiveEvent::SlowCall {
+            tid,
+            name,
+            syscall,
+            wait,
+            duration_ms,
+            at: a,
+            ..
+        } => format!(
+            "tid {tid} {} slow {syscall}{} returned after {}{}",
+            st.bold(name),
+            wait.as_ref()
+                .map(|w| format!(" on {}", w.describe()))
+                .unwrap_or_default(),
+            fmt_dur_ms(*duration_ms),
+            at(a)
+        ),
+        LiveEvent::Signal {
+            pid,
+            signal,
+            sender_pid,
+            sender_comm,
+            first,
+        } => format!(
+            "{} to pid {pid} from pid {sender_pid} ({sender_comm}){}",
+            st.cyan(signal),
+            if *first { ": grace period starts" } else { "" }
+        ),
+        LiveEvent::ThreadExited {
+            tid,
+            name,
+            after_signal_ms,
+            ..
+        } => format!(
+            "thread {tid} {name} exited{}",
+            after_signal_ms
+                .map(|ms| format!(" (t0+{ms}ms)"))
+                .unwrap_or_default()
+        ),
+        LiveEvent::ProcessExited {
+            pid,
+            exit_code,
+            killed_by,
+            after_signal_ms,
+        } => format!(
+            "process {pid} exited{}{}",
+            match (exit_code, killed_by) {
+                (Some(c), _) => format!(" with code {c}"),
+                (None, Some(s)) => format!(", killed by {s}"),
+                _ => String::new(),
+            },
+            after_signal_ms
+                .map(|ms| format!(" (t0+{ms}ms)"))
+                .unwrap_or_default()
+        ),
+        LiveEvent::ChildStarted {
+            parent,
+            pid,
+            followed,
+        } => format!(
+            "pid {parent} started child process {pid}{}",
+            if *followed {
+                " (followed)"
+            } else {
+                " (not followed: use --follow-children)"
+            }
+        ),
+        LiveEvent::Exec { pid, exe } => format!("pid {pid} exec'd {exe}"),
+        LiveEvent::Dropped { total } => st.red(&format!(
+            "the kernel side dropped events ({total} so far): the report will be incomplete"
+        )),
+    };
+    format!("{} {ts} {body}", st.dim("stallprobe"))
+}
+
+fn wait_text(t: &ThreadReport) -> String {
+    match (&t.wait, &t.syscall) {
+        (Some(w), _) => w.describe(),
+        (None, Some(_)) => String::new(),
+        _ => String::new(),
+    }
+}
+
+fn frame_line(i: usize, f: &Frame, st: Style) -> String {
+    let func = f
+        .function
+        .clone()
+        .unwrap_or_else(|| format!("{:#x}", f.addr));
+    let loc = match (&f.file, f.line) {
+        (Some(file), Some(line)) => format!("{}:{line}", basename(file)),
+        (Some(file), None) => basename(file).to_string(),
+        _ => String::new(),
+    };
+    let module = f.module.as_deref().map(basename).unwrap_or("?");
+    let inl = if f.inlined { " (inlined)" } else { "" };
+    format!(
+        "      {} {}  {}  {}{}",
+        st.dim(&format!("#{i:<2}")),
+        pad(&trunc(&func, 48), 48),
+        pad(&loc, 28),
+        st.dim(module),
+        st.dim(inl)
+    )
+}
+
+/// The report for people.
+pub fn text(r: &Report, st: Style) -> String {
+    let mut o = String::new();
+    let t = &r.target;
+    let _ = writeln!(
+        o,
+        "{} pid {} {} ({}){} · runtime {} · watched {} · threshold {}",
+        st.bold("stallprobe"),
+        t.pid,
+        st.bold(&t.comm),
+        t.exe,
+        if t.exited { ", exited" } else { "" },
+        t.runtime.as_str(),
+        fmt_dur_ms(r.session.watched_ms as f64),
+        fmt_dur_ms(r.session.threshold_ms)
+    );
+    for c in &r.children {
+        let _ = writeln!(
+            o,
+            "  child pid {} {} ({}){}",
+            c.pid,
+            c.comm,
+            c.exe,
+            if c.exited { ", exited" } else { "" }
+        );
+    }
+    let verdict = match r.verdict {
+        Verdict::Clean => st.green("clean"),
+        Verdict::Stalled => st.red("stalled"),
+        Verdict::Observed => st.bold("observed"),
+    };
+    let _ = writeln!(o, "verdict: {verdict}");
+    for line in &r.summary {
+        let _ = writeln!(o, "  {line}");
+    }
+
+    // Thread table.
+    let _ = writeln!(o, "\n{}", st.bold("THREADS"));
+    let _ = writeln!(
+        o,
+        "  {} {} {} {} {} {}",
+        pad("TID", 8),
+        pad("NAME", 16),
+        pad("STATE", 9),
+        pad("CALL", 14),
+        pad("WAITS ON", 44),
+        "FOR"
+    );
+    let mut order: Vec<&ThreadReport> = r.threads.iter().collect();
+    order.sort_by_key(|t| {
+        (
+            !t.flagged,
+            t.state != ThreadState::Blocked,
+            t.state == ThreadState::Exited,
+            std::cmp::Reverse(t.blocked_ms.unwrap_or(0)),
+            t.tid,
+        )
+    });
+    let max_rows = 200;
+    for t in order.iter().take(max_rows) {
+        let state = match t.state {
+            ThreadState::Blocked => st.yellow("blocked"),
+            ThreadState::Running => st.green("running"),
+            ThreadState::Sleeping => "sleeping".to_string(),
+            ThreadState::Exited => st.dim("exited"),
+        };
+        let mark = if t.flagged {
+            st.red("  ⚑ flagged")
+        } else if t.role == Role::Runtime {
+            st.dim("  runtime")
+        } else {
+            String::new()
+        };
+        let dur = match (t.state, t.blocked_ms, t.exited_after_ms) {
+            (ThreadState::Exited, _, Some(ms)) => format!("t{:+}ms", ms),
+            (_, Some(ms), _) => fmt_dur_ms(ms as f64),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            o,
+            "  {} {} {} {} {} {}{}",
+            pad(&t.tid.to_string(), 8),
+            pad(&trunc(&t.name, 16), 16),
+            pad(&state, 9),
+            pad(&t.syscall.clone().unwrap_or_default(), 14),
+            pad(&trunc(&wait_text(t), 44), 44),
+            dur,
+            mark
+        );
+    }
+    if order.len() > max_rows {
+        let _ = writeln!(
+            o,
+            "  … {} more threads (see --format json)",
+            order.len() - max_rows
+        );
+    }
+
+    // Stacks of the threads that matter.
+    let threshold = r.session.threshold_ms as u64;
+    let interesting: Vec<&&ThreadReport> = order
+        .iter()
+        .filter(|t| {
+            t.flagged
+                || (t.state == ThreadState::Blocked && t.blocked_ms.unwrap_or(0) >= threshold)
+                || (t.state == ThreadState::Sleeping
+                    && t.blocked_ms.unwrap_or(0) >= threshold
+                    && t.role == Role::App)
+        })
+        .take(50)
+        .collect();
+    if !interesting.is_empty() {
+        let _ = writeln!(o, "\n{}", st.bold("STACKS"));
+    }
+    for t in interesting {
+        let head = match t.state {
+            ThreadState::Running => "running".to_string(),
+            _ => format!(
+                "{} in {}{} for {}",
+                t.state.as_str(),
+                t.syscall.clone().unwrap_or_else(|| "?".into()),
+                t.wait
+                    .as_ref()
+                    .map(|w| format!(" on {}", w.describe()))
+                    .unwrap_or_default(),
+                fmt_dur_ms(t.blocked_ms.unwrap_or(0) as f64)
+            ),
+        };
+        let bullet = if t.flagged {
+            st.red("●")
+        } else {
+            st.yellow("●")
+        };
+        let ns = t
+            .ns_tid
+            .map(|n| format!(" (tid {n} in its namespace)"))
+            .unwrap_or_default();
+        let _ = writeln!(o, "{bullet} {} {}{ns} — {head}", t.tid, st.bold(&t.name));
+        if let Some(reason) = &t.reason {
+            let _ = writeln!(o, "    {} {reason}", st.dim("why:"));
+        }
+        if t.stack.is_empty() {
+            let _ = writeln!(o, "    user stack: unavailable");
+        } else {
+            let _ = writeln!(o, "    user stack:");
+            for (i, f) in t.stack.iter().enumerate().take(40) {
+                let _ = writeln!(o, "{}", frame_line(i, f, st));
+            }
+        }
+        if !t.kernel_stack.is_empty() {
+            let k: Vec<&str> = t
+                .kernel_stack
+                .iter()
+                .map(|f| f.function.as_str())
+                .take(8)
+                .collect();
+            let _ = writeln!(o, "    kernel: {}", st.dim(&k.join(" ← ")));
+        }
+        if let Some(sample) = t.spin_samples.first() {
+            let _ = writeln!(o, "    where it runs (first sample):");
+            for (i, f) in sample.iter().enumerate().take(15) {
+                let _ = writeln!(o, "{}", frame_line(i, f, st));
+            }
+        }
+    }
+
+    // Block-time statistics.
+    let rows: Vec<(&ThreadReport, &String, &crate::hist::CallSummary)> = r
+        .threads
+        .iter()
+        .flat_map(|t| t.blocks.iter().map(move |(c, s)| (t, c, s)))
+        .collect();
+    if !rows.is_empty() {
+        let _ = writeln!(o, "\n{}", st.bold("BLOCK TIME BY THREAD AND CALL"));
+        let _ = writeln!(
+            o,
+            "  {} {} {} {:>9} {:>10} {:>10} {:>10} {:>10}",
+            pad("TID", 8),
+            pad("NAME", 16),
+            pad("CALL", 12),
+            "COUNT",
+            "TOTAL",
+            "P50",
+            "P99",
+            "MAX"
+        );
+        for (t, c, s) in rows.iter().take(300) {
+            let _ = writeln!(
+                o,
+                "  {} {} {} {:>9} {:>10} {:>10} {:>10} {:>10}",
+                pad(&t.tid.to_string(), 8),
+                pad(&trunc(&t.name, 16), 16),
+                pad(c, 12),
+                s.count,
+                fmt_dur_ms(s.total_ms),
+                fmt_dur_ms(s.p50_ms),
+                fmt_dur_ms(s.p99_ms),
+                fmt_dur_ms(s.max_ms)
+            );
+        }
+    }
+
+    if !r.slow_calls.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n{} (≥ {}) {} in all",
+            st.bold("SLOW CALLS"),
+            fmt_dur_ms(r.session.threshold_ms),
+            r.slow_calls_total
+        );
+        for s in r.slow_calls.iter().take(20) {
+            let at = crate::session::top_app_frame(&s.stack)
+                .map(|f| format!(" at {f}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "  +{:<8} tid {} {} {}{} took {}{}",
+                fmt_dur_ms(s.ended_at_ms as f64),
+                s.tid,
+                s.name,
+                s.syscall,
+                s.wait
+                    .as_ref()
+                    .map(|w| format!(" on {}", w.describe()))
+                    .unwrap_or_default(),
+                fmt_dur_ms(s.duration_ms),
+                at
+            );
+        }
+    }
+
+    if !r.timeline.is_empty() {
+        let _ = writeln!(o, "\n{}", st.bold("TIMELINE"));
+        let rel = r.shutdown.is_some();
+        for e in &r.timeline {
+            let t = if rel {
+                if e.t_ms == 0 {
+                    "t0".to_string()
+                } else {
+                    format!("t0{:+}ms", e.t_ms)
+                }
+            } else {
+                format!("+{}ms", e.t_ms)
+            };
+            let _ = writeln!(o, "  {} {}", pad(&t, 12), e.event);
+        }
+    }
+
+    let _ = writeln!(o);
+    if r.dropped_events > 0 {
+        let _ = writeln!(
+            o,
+            "{}",
+            st.red(&format!(
+                "dropped events: {} (slow calls {}, signals {}, thread exits {}, fork/exec {}, storage {})",
+                r.dropped_events,
+                r.drops.dropped_slow_calls,
+                r.drops.dropped_signals,
+                r.drops.dropped_thread_exits,
+                r.drops.dropped_lifecycle,
+                r.drops.task_storage_failures
+            ))
+        );
+    } else {
+        let _ = writeln!(o, "{}", st.dim("dropped events: 0"));
+    }
+    for n in &r.notes {
+        let _ = writeln!(o, "{} {n}", st.dim("note:"));
+    }
+    o
+}

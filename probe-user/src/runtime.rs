@@ -1,0 +1,225 @@
+//! Which language runtime a target runs on, and which of its threads are the runtime's own
+//! workers idling where they are expected to wait (not application stalls).
+//!
+//! The rules live in one table per runtime ([`RULES`]); each has a unit test.
+
+use object::{Object, ObjectSection};
+use serde::Serialize;
+
+use crate::{procfs, report::Frame};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// C, C++, Rust without a detected async runtime, or anything unrecognised.
+    #[default]
+    Native,
+    Go,
+    Jvm,
+    CPython,
+    Node,
+    Dotnet,
+    Tokio,
+}
+
+impl Runtime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Native => "native",
+            Runtime::Go => "go",
+            Runtime::Jvm => "jvm",
+            Runtime::CPython => "cpython",
+            Runtime::Node => "node",
+            Runtime::Dotnet => "dotnet",
+            Runtime::Tokio => "tokio",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Application code (or unknown): blocked past shutdown means a stall.
+    #[default]
+    App,
+    /// A runtime's own thread (scheduler, GC, compiler, timer) waiting where it always waits.
+    Runtime,
+}
+
+/// Detect the runtime from the executable and the loaded libraries.
+pub fn detect(pid: u32) -> Runtime {
+    let maps = procfs::read_maps(pid).unwrap_or_default();
+    let has_lib = |needle: &str| {
+        maps.iter()
+            .any(|m| crate::report::basename(&m.path).starts_with(needle))
+    };
+    if has_lib("libjvm.so") {
+        return Runtime::Jvm;
+    }
+    if has_lib("libcoreclr.so") {
+        return Runtime::Dotnet;
+    }
+    if has_lib("libpython3") {
+        return Runtime::CPython;
+    }
+    let exe = procfs::read_exe(pid).unwrap_or_default();
+    let exe_base = crate::report::basename(exe.trim_end_matches(" (deleted)")).to_string();
+    if exe_base.starts_with("node") || has_lib("libnode.so") {
+        return Runtime::Node;
+    }
+    if exe_base.starts_with("python") {
+        return Runtime::CPython;
+    }
+    // Inspect the executable itself (through /proc, so deleted files and namespaces work).
+    let Ok(data) = std::fs::read(format!("/proc/{pid}/exe")) else {
+        return Runtime::Native;
+    };
+    let Ok(obj) = object::File::parse(&data[..]) else {
+        return Runtime::Native;
+    };
+    if obj.section_by_name(".go.buildinfo").is_some()
+        || obj.section_by_name(".gopclntab").is_some()
+        || obj.section_by_name(".note.go.buildid").is_some()
+    {
+        return Runtime::Go;
+    }
+    if obj.section_by_name(".rodata").is_some_and(|s| {
+        s.data()
+            .is_ok_and(|d| memfind(d, b"tokio-runtime-worker") || memfind(d, b"tokio::runtime"))
+    }) {
+        return Runtime::Tokio;
+    }
+    Runtime::Native
+}
+
+fn memfind(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A rule: a thread of `runtime` matching all given conditions is the runtime's own, idle.
+pub struct Rule {
+    pub runtime: Runtime,
+    /// What the thread is, for the report ("Go runtime: idle M parked in the scheduler").
+    pub what: &'static str,
+    /// The thread's name starts with one of these (empty: any name).
+    pub name_prefixes: &'static [&'static str],
+    /// Some frame's function contains one of these (empty: any stack).
+    pub frames: &'static [&'static str],
+    /// The thread is in one of these syscalls (empty: any, including running).
+    pub syscalls: &'static [&'static str],
+}
+
+const FUTEX: &[&str] = &["futex"];
+const EPOLL: &[&str] = &["epoll_wait", "epoll_pwait", "epoll_pwait2"];
+
+/// The rules, one block per runtime.
+pub static RULES: &[Rule] = &[
+    // ---- Go: goroutines are not OS threads. Idle Ms park in futex, the netpoller in epoll. ----
+    Rule {
+        runtime: Runtime::Go,
+        what: "Go runtime: idle M parked in the scheduler",
+        name_prefixes: &[],
+        frames: &[
+            "runtime.futexsleep",
+            "runtime.notesleep",
+            "runtime.mPark",
+            "runtime.stopm",
+            "runtime.notetsleep",
+        ],
+        syscalls: FUTEX,
+    },
+    Rule {
+        runtime: Runtime::Go,
+        what: "Go runtime: network poller waiting for I/O",
+        name_prefixes: &[],
+        frames: &["runtime.netpoll"],
+        syscalls: EPOLL,
+    },
+    Rule {
+        runtime: Runtime::Go,
+        what: "Go runtime: sysmon",
+        name_prefixes: &[],
+        frames: &["runtime.sysmon", "runtime.usleep"],
+        syscalls: &[],
+    },
+];
+
+/// The rule that makes this thread a runtime thread, if any.
+pub fn classify(
+    runtime: Runtime,
+    name: &str,
+    syscall: Option<&str>,
+    stack: &[Frame],
+) -> Option<&'static Rule> {
+    RULES.iter().find(|r| {
+        r.runtime == runtime
+            && (r.name_prefixes.is_empty() || r.name_prefixes.iter().any(|p| name.starts_with(p)))
+            && (r.syscalls.is_empty() || syscall.is_some_and(|s| r.syscalls.contains(&s)))
+            && (r.frames.is_empty()
+                || stack.iter().any(|f| {
+                    f.function
+                        .as_deref()
+                        .is_some_and(|func| r.frames.iter().any(|p| func.contains(p)))
+                }))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack(funcs: &[&str]) -> Vec<Frame> {
+        funcs
+            .iter()
+            .map(|f| Frame {
+                function: Some(f.to_string()),
+                ..Frame::unknown(0)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn go_idle_m_in_futex() {
+        let s = stack(&[
+            "runtime.futex",
+            "runtime.futexsleep",
+            "runtime.notesleep",
+            "runtime.stopm",
+        ]);
+        let r = classify(Runtime::Go, "w", Some("futex"), &s).unwrap();
+        assert!(r.what.contains("idle M"));
+    }
+
+    #[test]
+    fn go_netpoller_in_epoll() {
+        let s = stack(&[
+            "runtime.epollwait",
+            "runtime.netpoll",
+            "runtime.findrunnable",
+        ]);
+        assert!(classify(Runtime::Go, "w", Some("epoll_pwait"), &s).is_some());
+    }
+
+    #[test]
+    fn go_sysmon() {
+        let s = stack(&["runtime.usleep", "runtime.sysmon"]);
+        assert!(classify(Runtime::Go, "w", Some("nanosleep"), &s).is_some());
+    }
+
+    #[test]
+    fn go_goroutine_blocked_in_a_read_syscall_is_app() {
+        let s = stack(&[
+            "syscall.Syscall",
+            "syscall.read",
+            "os.(*File).Read",
+            "main.worker",
+        ]);
+        assert!(classify(Runtime::Go, "w", Some("read"), &s).is_none());
+    }
+
+    #[test]
+    fn rules_only_apply_to_their_runtime() {
+        let s = stack(&["runtime.futexsleep"]);
+        assert!(classify(Runtime::Native, "w", Some("futex"), &s).is_none());
+    }
+}

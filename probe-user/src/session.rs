@@ -1,0 +1,1165 @@
+//! A watching session: the aggregation library that the one-shot CLI (`--pid`), `stallprobe run`
+//! and a long-running sidecar all sit on.
+//!
+//! A [`Session`] owns the loaded probes and turns what they report into two things:
+//! - a stream of [`LiveEvent`]s (a thread crossed the threshold, a slow call returned, a shutdown
+//!   signal arrived, a thread or process exited), returned by [`Session::poll`];
+//! - a [`Report`] at the end ([`Session::finish`]), with the shutdown verdict.
+//!
+//! It combines three sources: ring-buffer events (slow calls, signals, exits), the task iterator
+//! (every target thread's call in flight, registers and histograms, every `interval`), and /proc
+//! (syscall of threads asleep outside the probed calls, CPU time, kernel stacks, fd targets).
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+use probe_ebpf::{Call, TaskState, UserRegs};
+use tokio::io::unix::AsyncFd;
+
+use crate::{
+    bpf::{Hook, ProbeOptions, Probes},
+    clock::{diff_ms, mono_ns, realtime_ns},
+    error::StallError,
+    events::{CallRecord, Event, SignalInfo, SlowCall, TaskSnapshot, Timeout, decode_event},
+    hist,
+    procfs::{self, SyscallState},
+    report::{
+        BlockedSince, Frame, Report, SCHEMA, SessionInfo, SlowCallReport, TargetInfo, ThreadReport,
+        ThreadState, TimelineEntry, Wait,
+    },
+    runtime::{self, Role, Runtime},
+    signals,
+    stack::{StackCollector, Stacks},
+    syscalls, verdict,
+};
+
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// A thread blocked this long is listed; a call this slow is reported.
+    pub threshold: Duration,
+    /// How often blocked threads are re-checked.
+    pub interval: Duration,
+    /// Time allowed after the first shutdown signal before the verdict.
+    pub grace: Duration,
+    /// Bit n: signal n is a shutdown signal.
+    pub shutdown_sigmask: u64,
+    pub hook: Hook,
+    pub follow_children: bool,
+    pub bpf_log: bool,
+    /// Above this many live threads, only threads blocked past the threshold (and flagged ones)
+    /// get stacks in the final report.
+    pub max_stacks: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            threshold: Duration::from_millis(500),
+            interval: Duration::from_millis(250),
+            grace: Duration::from_secs(5),
+            shutdown_sigmask: signals::parse_mask(signals::DEFAULT_SHUTDOWN).unwrap_or(1 << 15),
+            hook: Hook::Auto,
+            follow_children: false,
+            bpf_log: false,
+            max_stacks: 512,
+        }
+    }
+}
+
+/// Something worth a line while the session runs.
+#[derive(Clone, Debug)]
+pub enum LiveEvent {
+    /// A thread has been blocked in a probed call for at least the threshold.
+    Blocked {
+        pid: u32,
+        tid: u32,
+        name: String,
+        syscall: String,
+        wait: Option<Wait>,
+        blocked_ms: u64,
+        at: Option<String>,
+    },
+    /// A probed call returned after at least the threshold.
+    SlowCall {
+        pid: u32,
+        tid: u32,
+        name: String,
+        syscall: String,
+        wait: Option<Wait>,
+        duration_ms: f64,
+        at: Option<String>,
+    },
+    Signal {
+        pid: u32,
+        signal: String,
+        sender_pid: u32,
+        sender_comm: String,
+        first: bool,
+    },
+    ThreadExited {
+        pid: u32,
+        tid: u32,
+        name: String,
+        after_signal_ms: Option<i64>,
+    },
+    ProcessExited {
+        pid: u32,
+        exit_code: Option<i32>,
+        killed_by: Option<String>,
+        after_signal_ms: Option<i64>,
+    },
+    ChildStarted {
+        parent: u32,
+        pid: u32,
+        followed: bool,
+    },
+    Exec {
+        pid: u32,
+        exe: String,
+    },
+    /// The kernel side dropped events since the last poll.
+    Dropped {
+        total: u64,
+    },
+}
+
+/// How the session ended (decides what the report says about it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// `--duration` elapsed.
+    Duration,
+    /// Ctrl-C or SIGTERM to stallprobe.
+    Interrupted,
+    /// Every target process exited.
+    TargetExited,
+    /// The grace period after a shutdown signal expired.
+    GraceExpired,
+}
+
+/// Identity of one block: the same call, object and start means the same block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BlockKey {
+    nr: u32,
+    obj: u64,
+    start_ns: u64,
+}
+
+/// What a thread was doing at the last look.
+#[derive(Clone, Debug)]
+struct Observation {
+    at_ns: u64,
+    state: ThreadState,
+    /// Syscall number it is in (probed or not).
+    nr: Option<u32>,
+    args: [u64; 6],
+    /// The probed call it is blocked in.
+    call: Option<CallRecord>,
+    /// Start of the current block/sleep and how we know it.
+    since: Option<(u64, BlockedSince)>,
+    regs: UserRegs,
+}
+
+impl Observation {
+    fn block_key(&self) -> Option<BlockKey> {
+        let (start_ns, _) = self.since?;
+        Some(BlockKey {
+            nr: self.nr?,
+            obj: self.call.map(|c| c.obj).unwrap_or(self.args[0]),
+            start_ns,
+        })
+    }
+}
+
+struct ThreadTrack {
+    tid: u32,
+    pid: u32,
+    name: String,
+    ns_tid: Option<u32>,
+    stats: Option<Box<TaskState>>,
+    obs: Option<Observation>,
+    exited_ns: Option<u64>,
+    announced: Option<BlockKey>,
+    stacks: Option<(Option<BlockKey>, Stacks)>,
+    first_cpu_ticks: Option<u64>,
+    cpu_ticks: u64,
+    /// (time, cpu ticks) at each look after the shutdown signal, for spin detection.
+    cpu_after_signal: Vec<(u64, u64)>,
+    spin_samples: Vec<Vec<Frame>>,
+}
+
+impl ThreadTrack {
+    fn new(tid: u32, pid: u32, name: &str) -> ThreadTrack {
+        let ns_tid = procfs::read_status(pid, tid)
+            .map(|s| procfs::parse_nspid(&s))
+            .and_then(|v| v.last().copied())
+            .filter(|&inner| inner != tid);
+        ThreadTrack {
+            tid,
+            pid,
+            name: name.to_string(),
+            ns_tid,
+            stats: None,
+            obs: None,
+            exited_ns: None,
+            announced: None,
+            stacks: None,
+            first_cpu_ticks: None,
+            cpu_ticks: 0,
+            cpu_after_signal: Vec::new(),
+            spin_samples: Vec::new(),
+        }
+    }
+}
+
+struct ProcTrack {
+    pid: u32,
+    comm: String,
+    exe: String,
+    cmdline: Vec<String>,
+    ns_pid: Option<u32>,
+    parent: Option<u32>,
+    runtime: Runtime,
+    exited_ns: Option<u64>,
+    exit_code: Option<i32>,
+    killed_by: Option<String>,
+}
+
+impl ProcTrack {
+    fn read(pid: u32, parent: Option<u32>) -> ProcTrack {
+        let stat = procfs::read_process_stat(pid);
+        ProcTrack {
+            pid,
+            comm: stat.map(|s| s.comm).unwrap_or_default(),
+            exe: procfs::read_exe(pid).unwrap_or_default(),
+            cmdline: procfs::read_cmdline(pid).unwrap_or_default(),
+            ns_pid: procfs::read_status(pid, pid)
+                .map(|s| procfs::parse_nspid(&s))
+                .and_then(|v| v.last().copied())
+                .filter(|&inner| inner != pid),
+            parent,
+            runtime: runtime::detect(pid),
+            exited_ns: None,
+            exit_code: None,
+            killed_by: None,
+        }
+    }
+
+    fn info(&self) -> TargetInfo {
+        TargetInfo {
+            pid: self.pid,
+            comm: self.comm.clone(),
+            exe: self.exe.clone(),
+            runtime: self.runtime,
+            cmdline: self.cmdline.clone(),
+            exited: self.exited_ns.is_some(),
+            exit_code: self.exit_code,
+            killed_by: self.killed_by.clone(),
+            ns_pid: self.ns_pid,
+        }
+    }
+}
+
+/// How far two estimates of when a thread last ran may differ and still be the same block.
+const SCHED_JITTER_NS: u64 = 20_000_000;
+/// Keep at most this many slow calls with stacks in the report (all are counted).
+const MAX_SLOW_CALLS: usize = 200;
+/// Stack samples kept per running thread after the shutdown signal.
+const MAX_SPIN_SAMPLES: usize = 5;
+
+pub struct Session {
+    opts: SessionOptions,
+    probes: Probes,
+    ring: AsyncFd<RingBuf<MapData>>,
+    attach_ns: u64,
+    main_pid: Option<u32>,
+    procs: BTreeMap<u32, ProcTrack>,
+    threads: BTreeMap<u32, ThreadTrack>,
+    /// Threads that exited (kept apart: their tid may be reused).
+    exited: Vec<ThreadTrack>,
+    stacks: StackCollector,
+    signals: Vec<SignalInfo>,
+    slow_calls: Vec<SlowCallReport>,
+    slow_calls_total: u64,
+    timeline: Vec<(u64, String, Option<u32>)>,
+    notes: Vec<String>,
+    last_snapshot_ns: u64,
+    last_dropped: u64,
+    clk_tck: u64,
+}
+
+impl Session {
+    /// Load and attach the probes. No process is watched until [`Session::add_process`].
+    pub fn attach(opts: SessionOptions) -> Result<Session, StallError> {
+        let mut probes = Probes::load(&ProbeOptions {
+            threshold_ns: opts.threshold.as_nanos() as u64,
+            shutdown_sigmask: opts.shutdown_sigmask,
+            hook: opts.hook,
+            follow_children: opts.follow_children,
+            bpf_log: opts.bpf_log,
+        })?;
+        let ring = probes.take_events().ok_or_else(|| StallError::Load {
+            action: "open the event ring buffer".into(),
+            detail: "already taken".into(),
+            hint: None,
+        })?;
+        // SAFETY: the ring buffer's fd is owned by the AsyncFd and lives as long as it.
+        let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| StallError::Load {
+            action: "poll the event ring buffer".into(),
+            detail: e.to_string(),
+            hint: None,
+        })?;
+        let mut notes = Vec::new();
+        if let Some(why) = &probes.fallback_reason {
+            notes.push(format!(
+                "fentry is not available here ({why}); using raw tracepoints"
+            ));
+        }
+        if !probes.skipped_calls.is_empty() {
+            let names: Vec<&str> = probes.skipped_calls.iter().map(|c| c.name()).collect();
+            notes.push(format!(
+                "not probed on this kernel (it lacks them): {}",
+                names.join(", ")
+            ));
+        }
+        Ok(Session {
+            opts,
+            probes,
+            ring,
+            attach_ns: mono_ns(),
+            main_pid: None,
+            procs: BTreeMap::new(),
+            threads: BTreeMap::new(),
+            exited: Vec::new(),
+            stacks: StackCollector::new(),
+            signals: Vec::new(),
+            slow_calls: Vec::new(),
+            slow_calls_total: 0,
+            timeline: Vec::new(),
+            notes,
+            last_snapshot_ns: 0,
+            last_dropped: 0,
+            clk_tck: procfs::clock_ticks(),
+        })
+    }
+
+    /// Watch process `pid` (the first one added is the report's `target`).
+    pub fn add_process(&mut self, pid: u32) -> Result<(), StallError> {
+        if !procfs::process_exists(pid) {
+            return Err(StallError::NoSuchProcess { pid, exited: false });
+        }
+        self.probes.add_target(pid)?;
+        self.procs
+            .entry(pid)
+            .or_insert_with(|| ProcTrack::read(pid, None));
+        self.stacks.prepare(pid);
+        if self.main_pid.is_none() {
+            self.main_pid = Some(pid);
+            self.attach_ns = mono_ns();
+        }
+        Ok(())
+    }
+
+    /// Refresh what is known about a process after it exec'd (run mode calls this once the
+    /// child has started the real command).
+    pub fn refresh_process(&mut self, pid: u32) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            let fresh = ProcTrack::read(pid, p.parent);
+            p.comm = fresh.comm;
+            p.exe = fresh.exe;
+            p.cmdline = fresh.cmdline;
+            p.runtime = fresh.runtime;
+        }
+        self.stacks.forget(pid);
+        self.stacks.prepare(pid);
+    }
+
+    pub fn options(&self) -> &SessionOptions {
+        &self.opts
+    }
+
+    pub fn main_pid(&self) -> Option<u32> {
+        self.main_pid
+    }
+
+    /// The first shutdown signal to a target, if one came.
+    pub fn shutdown_signal(&self) -> Option<&SignalInfo> {
+        self.signals.first()
+    }
+
+    /// When the verdict is due: the first shutdown signal plus the grace period.
+    pub fn grace_deadline_ns(&self) -> Option<u64> {
+        self.shutdown_signal()
+            .map(|s| s.ts_ns + self.opts.grace.as_nanos() as u64)
+    }
+
+    /// Every watched process has exited.
+    pub fn all_exited(&self) -> bool {
+        !self.procs.is_empty() && self.procs.values().all(|p| p.exited_ns.is_some())
+    }
+
+    /// Record how a process exited, as its parent saw it (run mode reaps its child).
+    pub fn note_exit_status(&mut self, pid: u32, exit_code: Option<i32>, killed_by: Option<i32>) {
+        let now = mono_ns();
+        let last_thread_exit = self.last_thread_exit(pid);
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.exit_code = exit_code;
+            p.killed_by = killed_by.map(|s| signals::name(s as u32));
+            if p.exited_ns.is_none() {
+                p.exited_ns = Some(last_thread_exit.unwrap_or(now));
+            }
+        }
+        let _ = self.probes.remove_target(pid);
+    }
+
+    fn last_thread_exit(&self, pid: u32) -> Option<u64> {
+        self.exited
+            .iter()
+            .filter(|t| t.pid == pid)
+            .filter_map(|t| t.exited_ns)
+            .max()
+    }
+
+    /// Wait until the ring buffer has data or `timeout` passes.
+    pub async fn wait(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.ring.readable()).await;
+    }
+
+    /// Drain the ring buffer, and look at every thread if `interval` has passed (or `force`).
+    pub fn poll(&mut self, force_snapshot: bool) -> Vec<LiveEvent> {
+        let mut live = Vec::new();
+        self.probes.flush_log();
+        self.drain_ring(&mut live);
+        let now = mono_ns();
+        let interval = if self.shutdown_signal().is_some() {
+            // Look more often during the grace period: exits and spin samples.
+            self.opts.interval.min(Duration::from_millis(100))
+        } else {
+            self.opts.interval
+        };
+        if force_snapshot || now.saturating_sub(self.last_snapshot_ns) >= interval.as_nanos() as u64
+        {
+            self.snapshot(&mut live);
+            self.last_snapshot_ns = mono_ns();
+        }
+        let dropped = self.probes.counters().dropped();
+        if dropped > self.last_dropped {
+            self.last_dropped = dropped;
+            live.push(LiveEvent::Dropped { total: dropped });
+        }
+        live
+    }
+
+    fn drain_ring(&mut self, live: &mut Vec<LiveEvent>) {
+        let mut events = Vec::new();
+        {
+            let ring = self.ring.get_mut();
+            while let Some(item) = ring.next() {
+                if let Some(e) = decode_event(&item) {
+                    events.push(e);
+                }
+            }
+        }
+        // The readiness flag is cleared by `readable()` guards; nothing to do with a get_mut drain
+        // other than letting the next wait() re-arm it.
+        for e in events {
+            self.handle_event(e, live);
+        }
+    }
+
+    fn rel_signal_ms(&self, ts: u64) -> Option<i64> {
+        self.shutdown_signal().map(|s| diff_ms(ts, s.ts_ns))
+    }
+
+    fn handle_event(&mut self, e: Event, live: &mut Vec<LiveEvent>) {
+        match e {
+            Event::SlowCall(sc) => self.handle_slow_call(*sc, live),
+            Event::Signal(s) => {
+                let first = self.signals.is_empty();
+                let name = signals::name(s.sig);
+                self.timeline.push((
+                    s.ts_ns,
+                    format!(
+                        "{name} to pid {} from pid {} ({})",
+                        s.tgid, s.sender_tgid, s.sender_comm
+                    ),
+                    None,
+                ));
+                live.push(LiveEvent::Signal {
+                    pid: s.tgid,
+                    signal: name,
+                    sender_pid: s.sender_tgid,
+                    sender_comm: s.sender_comm.clone(),
+                    first,
+                });
+                self.signals.push(s);
+            }
+            Event::ThreadExit(x) => {
+                let after = self.rel_signal_ms(x.ts_ns);
+                let mut t = self
+                    .threads
+                    .remove(&x.tid)
+                    .unwrap_or_else(|| ThreadTrack::new(x.tid, x.tgid, &x.comm));
+                t.exited_ns = Some(x.ts_ns);
+                if x.state.is_some() {
+                    t.stats = x.state;
+                }
+                if let Some(o) = t.obs.as_mut() {
+                    o.state = ThreadState::Exited;
+                }
+                if self.shutdown_signal().is_some() {
+                    self.timeline.push((
+                        x.ts_ns,
+                        format!("thread {} ({}) exited", x.tid, t.name),
+                        Some(x.tid),
+                    ));
+                    live.push(LiveEvent::ThreadExited {
+                        pid: x.tgid,
+                        tid: x.tid,
+                        name: t.name.clone(),
+                        after_signal_ms: after,
+                    });
+                }
+                self.exited.push(t);
+            }
+            Event::Fork {
+                parent_tgid,
+                child_pid,
+                followed,
+                ts_ns,
+                ..
+            } => {
+                if followed {
+                    self.probes.note_kernel_added_target(child_pid);
+                    self.procs
+                        .entry(child_pid)
+                        .or_insert_with(|| ProcTrack::read(child_pid, Some(parent_tgid)));
+                    self.stacks.prepare(child_pid);
+                }
+                self.timeline.push((
+                    ts_ns,
+                    format!(
+                        "pid {parent_tgid} started child process {child_pid}{}",
+                        if followed { " (followed)" } else { "" }
+                    ),
+                    None,
+                ));
+                live.push(LiveEvent::ChildStarted {
+                    parent: parent_tgid,
+                    pid: child_pid,
+                    followed,
+                });
+            }
+            Event::Exec { tgid, ts_ns, .. } => {
+                self.refresh_process(tgid);
+                let exe = self
+                    .procs
+                    .get(&tgid)
+                    .map(|p| p.exe.clone())
+                    .unwrap_or_default();
+                self.timeline
+                    .push((ts_ns, format!("pid {tgid} exec'd {exe}"), None));
+                live.push(LiveEvent::Exec { pid: tgid, exe });
+            }
+        }
+    }
+
+    fn handle_slow_call(&mut self, sc: SlowCall, live: &mut Vec<LiveEvent>) {
+        self.slow_calls_total += 1;
+        let name = self
+            .threads
+            .get(&sc.tid)
+            .map(|t| t.name.clone())
+            .or_else(|| procfs::read_comm(sc.tgid, sc.tid))
+            .unwrap_or_default();
+        let wait = wait_of_call(sc.tgid, &sc.call, sc.end_ns);
+        let stack = if self.slow_calls.len() < MAX_SLOW_CALLS {
+            self.stacks.from_copy(sc.tgid, sc.regs, &sc.stack)
+        } else {
+            Vec::new()
+        };
+        let at = top_app_frame(&stack);
+        let rep = SlowCallReport {
+            tid: sc.tid,
+            pid: sc.tgid,
+            name: name.clone(),
+            syscall: sc.call.call.name().to_string(),
+            wait: wait.clone(),
+            duration_ms: sc.dur_ns as f64 / 1e6,
+            ended_at_ms: diff_ms(sc.end_ns, self.attach_ns),
+            ret: sc.ret,
+            stack,
+        };
+        live.push(LiveEvent::SlowCall {
+            pid: sc.tgid,
+            tid: sc.tid,
+            name,
+            syscall: rep.syscall.clone(),
+            wait,
+            duration_ms: rep.duration_ms,
+            at,
+        });
+        if self.slow_calls.len() < MAX_SLOW_CALLS {
+            self.slow_calls.push(rep);
+        }
+    }
+
+    /// Look at every target thread now.
+    fn snapshot(&mut self, live: &mut Vec<LiveEvent>) {
+        let snaps = match self.probes.snapshot() {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("task snapshot failed: {e}");
+                if !self.notes.contains(&msg) {
+                    self.notes.push(msg);
+                }
+                return;
+            }
+        };
+        let now = mono_ns();
+        let mut seen = HashSet::new();
+        for s in snaps {
+            if !self.procs.contains_key(&s.tgid) {
+                // A child the kernel side followed before we saw its fork event.
+                self.procs.insert(s.tgid, ProcTrack::read(s.tgid, None));
+                self.stacks.prepare(s.tgid);
+            }
+            seen.insert(s.tid);
+            self.observe(&s, now, live);
+        }
+        // Threads that vanished without an exit event (event dropped, or exited between looks).
+        let gone: Vec<u32> = self
+            .threads
+            .iter()
+            .filter(|(tid, t)| !seen.contains(*tid) && !procfs::task_path(t.pid, **tid).exists())
+            .map(|(tid, _)| *tid)
+            .collect();
+        for tid in gone {
+            if let Some(mut t) = self.threads.remove(&tid) {
+                t.exited_ns = Some(now);
+                if let Some(o) = t.obs.as_mut() {
+                    o.state = ThreadState::Exited;
+                }
+                self.exited.push(t);
+            }
+        }
+        // Process exits.
+        let pids: Vec<u32> = self
+            .procs
+            .values()
+            .filter(|p| p.exited_ns.is_none())
+            .map(|p| p.pid)
+            .collect();
+        for pid in pids {
+            if procfs::process_alive(pid) {
+                continue;
+            }
+            let stat = procfs::read_process_stat(pid);
+            let at = self.last_thread_exit(pid).unwrap_or(now);
+            let after = self.rel_signal_ms(at);
+            if let Some(p) = self.procs.get_mut(&pid) {
+                p.exited_ns = Some(at);
+                if p.exit_code.is_none() && p.killed_by.is_none() {
+                    // A zombie's stat still holds its exit status (until the parent reaps it).
+                    if let Some(code) = stat.and_then(|s| s.exit_code) {
+                        if code & 0x7f == 0 {
+                            p.exit_code = Some((code >> 8) & 0xff);
+                        } else {
+                            p.killed_by = Some(signals::name((code & 0x7f) as u32));
+                        }
+                    }
+                }
+                self.timeline
+                    .push((at, format!("process {pid} exited"), None));
+                live.push(LiveEvent::ProcessExited {
+                    pid,
+                    exit_code: p.exit_code,
+                    killed_by: p.killed_by.clone(),
+                    after_signal_ms: after,
+                });
+            }
+            // Its pid may be reused by an unrelated process: stop probing it.
+            let _ = self.probes.remove_target(pid);
+            // Threads of an exited process are exited, even if we missed their events.
+            let tids: Vec<u32> = self
+                .threads
+                .values()
+                .filter(|t| t.pid == pid)
+                .map(|t| t.tid)
+                .collect();
+            for tid in tids {
+                if let Some(mut t) = self.threads.remove(&tid) {
+                    t.exited_ns = Some(at);
+                    if let Some(o) = t.obs.as_mut() {
+                        o.state = ThreadState::Exited;
+                    }
+                    self.exited.push(t);
+                }
+            }
+        }
+    }
+
+    fn observe(&mut self, s: &TaskSnapshot, now: u64, live: &mut Vec<LiveEvent>) {
+        let after_signal = self.shutdown_signal().map(|sig| sig.ts_ns);
+        let threshold = self.opts.threshold.as_nanos() as u64;
+        let attach_ns = self.attach_ns;
+        let t = self
+            .threads
+            .entry(s.tid)
+            .or_insert_with(|| ThreadTrack::new(s.tid, s.tgid, &s.comm));
+        t.name = s.comm.clone();
+        if s.state.is_some() {
+            t.stats = s.state.clone();
+        }
+        let stat = procfs::read_stat(s.tgid, s.tid);
+        if let Some(st) = &stat {
+            let ticks = st.utime + st.stime;
+            t.first_cpu_ticks.get_or_insert(ticks);
+            t.cpu_ticks = ticks;
+            if after_signal.is_some() {
+                t.cpu_after_signal.push((now, ticks));
+            }
+        }
+        let running = s.kstate == 0 || stat.as_ref().is_some_and(|st| st.state == 'R');
+        let in_flight = s.in_flight();
+        let obs = if running {
+            Observation {
+                at_ns: now,
+                state: ThreadState::Running,
+                nr: None,
+                args: [0; 6],
+                call: None,
+                since: None,
+                regs: s.regs,
+            }
+        } else if let Some(c) = in_flight {
+            Observation {
+                at_ns: now,
+                state: ThreadState::Blocked,
+                nr: Some(c.call.nr()),
+                args: [c.obj, c.arg, 0, 0, 0, 0],
+                call: Some(c),
+                since: Some((c.start_ns, BlockedSince::Probe)),
+                regs: s.regs,
+            }
+        } else {
+            // Asleep, but not in a call the probes saw start: since before attach, or a call
+            // outside the probed set. /proc says which.
+            let fresh = match s.last_ran_mono_ns() {
+                Some(t) if t <= now => (t, BlockedSince::Sched),
+                _ => (attach_ns, BlockedSince::Attach),
+            };
+            match procfs::read_syscall(s.tgid, s.tid) {
+                Some(SyscallState::InSyscall { nr, args, .. }) => {
+                    // The estimate jitters by the reader's own scheduling; keep the first one
+                    // while the thread stays in the same call and has not run since.
+                    let since_estimate = match &t.obs {
+                        Some(prev)
+                            if prev.nr == Some(nr)
+                                && prev.args[0] == args[0]
+                                && prev.state != ThreadState::Running
+                                && matches!(prev.since, Some((p, how)) if how != BlockedSince::Probe
+                                    && fresh.0 < p + SCHED_JITTER_NS) =>
+                        {
+                            prev.since.unwrap_or(fresh)
+                        }
+                        _ => fresh,
+                    };
+                    let call =
+                        Call::from_nr(nr).and_then(|c| call_from_args(c, &args, since_estimate.0));
+                    Observation {
+                        at_ns: now,
+                        state: if call.is_some() {
+                            ThreadState::Blocked
+                        } else {
+                            ThreadState::Sleeping
+                        },
+                        nr: Some(nr),
+                        args,
+                        call,
+                        since: Some(since_estimate),
+                        regs: s.regs,
+                    }
+                }
+                Some(SyscallState::Running) => Observation {
+                    at_ns: now,
+                    state: ThreadState::Running,
+                    nr: None,
+                    args: [0; 6],
+                    call: None,
+                    since: None,
+                    regs: s.regs,
+                },
+                _ => Observation {
+                    at_ns: now,
+                    state: ThreadState::Sleeping,
+                    nr: None,
+                    args: [0; 6],
+                    call: None,
+                    since: Some(fresh),
+                    regs: s.regs,
+                },
+            }
+        };
+
+        let key = obs.block_key();
+        let pid = t.pid;
+        let tid = t.tid;
+        // Announce a thread that newly crossed the threshold in a probed call, with its stack.
+        if obs.state == ThreadState::Blocked
+            && let Some((start, _)) = obs.since
+            && now.saturating_sub(start) >= threshold
+            && t.announced != key
+        {
+            t.announced = key;
+            let stacks = self.stacks.live(pid, tid, obs.regs);
+            let at = top_app_frame(&stacks.user);
+            let wait = obs.call.as_ref().map(|c| wait_of_call(pid, c, now));
+            live.push(LiveEvent::Blocked {
+                pid,
+                tid,
+                name: t.name.clone(),
+                syscall: Call::from_nr(obs.nr.unwrap_or(u32::MAX))
+                    .map(|c| c.name().to_string())
+                    .unwrap_or_default(),
+                wait: wait.flatten(),
+                blocked_ms: now.saturating_sub(start) / 1_000_000,
+                at,
+            });
+            t.stacks = Some((key, stacks));
+        }
+        // After a shutdown signal, sample where running threads are.
+        if obs.state == ThreadState::Running
+            && after_signal.is_some()
+            && t.spin_samples.len() < MAX_SPIN_SAMPLES
+        {
+            let user = self.stacks.live_user(pid, obs.regs);
+            if !user.is_empty() {
+                t.spin_samples.push(user);
+            }
+        }
+        t.obs = Some(obs);
+    }
+
+    /// End the session: one last look, stacks for whoever still needs them, the verdict.
+    pub fn finish(mut self, end: EndReason) -> Report {
+        let mut sink = Vec::new();
+        self.drain_ring(&mut sink);
+        if self.procs.values().any(|p| p.exited_ns.is_none()) {
+            self.snapshot(&mut sink);
+        }
+        let now = mono_ns();
+        let counters = self.probes.counters();
+
+        // Stacks for live threads that do not have one for their current state.
+        let live_count = self.threads.len();
+        let threshold = self.opts.threshold.as_nanos() as u64;
+        let tids: Vec<u32> = self.threads.keys().copied().collect();
+        for tid in tids {
+            let Some(t) = self.threads.get(&tid) else {
+                continue;
+            };
+            let Some(obs) = t.obs.clone() else { continue };
+            let key = obs.block_key();
+            let have = matches!(&t.stacks, Some((k, _)) if *k == key);
+            let long = obs
+                .since
+                .is_some_and(|(s, _)| now.saturating_sub(s) >= threshold);
+            if have || (live_count > self.opts.max_stacks && !long) {
+                continue;
+            }
+            let pid = t.pid;
+            let st = self.stacks.live(pid, tid, obs.regs);
+            if let Some(t) = self.threads.get_mut(&tid) {
+                t.stacks = Some((key, st));
+            }
+        }
+        if live_count > self.opts.max_stacks {
+            self.notes.push(format!(
+                "{live_count} live threads: stacks only for threads asleep for at least the threshold (raise with --max-stacks)"
+            ));
+        }
+
+        let shutdown_ts = self.shutdown_signal().map(|s| s.ts_ns);
+        let rel = |ts: u64| diff_ms(ts, shutdown_ts.unwrap_or(self.attach_ns));
+        let clk = self.clk_tck.max(1);
+        let mut threads: Vec<ThreadReport> = Vec::new();
+        let all_tracks = self.threads.values().chain(self.exited.iter());
+        for t in all_tracks {
+            let obs = t.obs.as_ref();
+            let state = if t.exited_ns.is_some() {
+                ThreadState::Exited
+            } else {
+                obs.map(|o| o.state).unwrap_or(ThreadState::Sleeping)
+            };
+            let alive = state != ThreadState::Exited;
+            let (syscall, blocked_ms, since, wait) = match obs {
+                Some(o) if alive && o.state != ThreadState::Running => {
+                    let syscall = o.nr.map(|nr| match Call::from_nr(nr) {
+                        Some(c) => c.name().to_string(),
+                        None => syscalls::name(nr),
+                    });
+                    let blocked = o.since.map(|(s, _)| now.saturating_sub(s) / 1_000_000);
+                    let wait = match &o.call {
+                        Some(c) => wait_of_call(t.pid, c, now),
+                        None => o.nr.and_then(|nr| {
+                            syscalls::first_arg_is_fd(nr).then(|| Wait::Fd {
+                                fd: o.args[0],
+                                target: procfs::read_fd_target(t.pid, o.args[0]),
+                                timeout_ms: None,
+                            })
+                        }),
+                    };
+                    (syscall, blocked, o.since.map(|(_, how)| how), wait)
+                }
+                _ => (None, None, None, None),
+            };
+            let (stack, kernel_stack) = match &t.stacks {
+                Some((_, s)) if alive => (s.user.clone(), s.kernel.clone()),
+                _ => (Vec::new(), Vec::new()),
+            };
+            let blocks = t
+                .stats
+                .as_ref()
+                .map(|st| {
+                    Call::ALL
+                        .iter()
+                        .zip(st.stats.iter())
+                        .filter(|(_, s)| s.count > 0)
+                        .map(|(c, s)| (c.name().to_string(), hist::summarize(s)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let cpu_ms = t
+                .cpu_ticks
+                .saturating_sub(t.first_cpu_ticks.unwrap_or(t.cpu_ticks))
+                * 1000
+                / clk;
+            threads.push(ThreadReport {
+                tid: t.tid,
+                pid: t.pid,
+                name: t.name.clone(),
+                state,
+                syscall,
+                blocked_ms,
+                blocked_since: since,
+                wait,
+                stack,
+                kernel_stack,
+                blocks,
+                role: Role::App,
+                flagged: false,
+                reason: None,
+                woke_after_signal: t.stats.as_ref().map(|s| s.wakes_after_signal).unwrap_or(0),
+                exited_after_ms: t.exited_ns.map(rel),
+                ns_tid: t.ns_tid,
+                cpu_ms,
+                spin_samples: t.spin_samples.clone(),
+            });
+        }
+        threads.sort_by_key(|t| (t.pid, t.tid));
+
+        let spin: BTreeMap<u32, f64> = self
+            .threads
+            .values()
+            .map(|t| (t.tid, cpu_share(&t.cpu_after_signal, clk)))
+            .collect();
+        let main_pid = self.main_pid.unwrap_or(0);
+        let target = self
+            .procs
+            .get(&main_pid)
+            .map(ProcTrack::info)
+            .unwrap_or_else(|| ProcTrack::read(main_pid, None).info());
+        let children: Vec<TargetInfo> = self
+            .procs
+            .values()
+            .filter(|p| p.pid != main_pid)
+            .map(ProcTrack::info)
+            .collect();
+        let process_exit_ns = self
+            .procs
+            .values()
+            .map(|p| p.exited_ns)
+            .collect::<Option<Vec<u64>>>()
+            .and_then(|v| v.into_iter().max());
+
+        let mut timeline: Vec<TimelineEntry> = self
+            .timeline
+            .iter()
+            .map(|(ts, ev, tid)| TimelineEntry {
+                t_ms: rel(*ts),
+                event: ev.clone(),
+                tid: *tid,
+            })
+            .collect();
+        timeline.sort_by_key(|e| e.t_ms);
+
+        let mut notes = self.notes.clone();
+        match end {
+            EndReason::TargetExited if self.shutdown_signal().is_none() => notes.push(
+                "the target exited while being watched; the report shows what was seen until then"
+                    .into(),
+            ),
+            EndReason::Interrupted => notes.push("interrupted before the end of the watch".into()),
+            _ => {}
+        }
+        if counters.dropped() > 0 {
+            notes.push(format!(
+                "the kernel side dropped {} events (ring buffer or storage full): counts and stacks may be incomplete",
+                counters.dropped()
+            ));
+        }
+
+        let runtimes: BTreeMap<u32, Runtime> =
+            self.procs.values().map(|p| (p.pid, p.runtime)).collect();
+        let ctx = verdict::Context {
+            runtimes: &runtimes,
+            shutdown: self.signals.first(),
+            grace_ms: self.opts.grace.as_millis() as u64,
+            process_exit_ns,
+            attach_ns: self.attach_ns,
+            now_ns: now,
+            end,
+            cpu_share_after_signal: &spin,
+        };
+        let judged = verdict::judge(&mut threads, &ctx);
+        if let Some(sig) = self.signals.first() {
+            let at = diff_ms(sig.ts_ns, self.attach_ns);
+            let grace = self.opts.grace.as_millis() as i64;
+            if process_exit_ns.is_none() && matches!(end, EndReason::GraceExpired) {
+                timeline.push(TimelineEntry {
+                    t_ms: grace,
+                    event: "still alive at the end of the grace period".into(),
+                    tid: None,
+                });
+            }
+            let _ = at;
+        }
+
+        Report {
+            schema: SCHEMA,
+            target,
+            children,
+            verdict: judged.verdict,
+            shutdown: judged.shutdown,
+            summary: judged.summary,
+            threads,
+            slow_calls: self.slow_calls,
+            slow_calls_total: self.slow_calls_total,
+            timeline,
+            dropped_events: counters.dropped(),
+            drops: counters,
+            session: SessionInfo {
+                stallprobe_version: env!("CARGO_PKG_VERSION"),
+                hook: self.probes.hook,
+                threshold_ms: self.opts.threshold.as_secs_f64() * 1000.0,
+                interval_ms: self.opts.interval.as_secs_f64() * 1000.0,
+                watched_ms: now.saturating_sub(self.attach_ns) / 1_000_000,
+                probed_calls: Call::ALL
+                    .iter()
+                    .filter(|c| !self.probes.skipped_calls.contains(c))
+                    .map(|c| c.name())
+                    .collect(),
+                unprobed_calls: self.probes.skipped_calls.iter().map(|c| c.name()).collect(),
+            },
+            notes,
+        }
+    }
+}
+
+/// Share of one CPU a thread used over its looks after the signal (1.0 = spinning all the time).
+fn cpu_share(samples: &[(u64, u64)], clk: u64) -> f64 {
+    match (samples.first(), samples.last()) {
+        (Some(a), Some(b)) if b.0 > a.0 + 50_000_000 => {
+            let cpu_ns = (b.1.saturating_sub(a.1)) as f64 * 1e9 / clk as f64;
+            cpu_ns / (b.0 - a.0) as f64
+        }
+        _ => 0.0,
+    }
+}
+
+/// Reconstruct a probed call from /proc's syscall arguments (calls that began before attach).
+fn call_from_args(call: Call, args: &[u64; 6], start_ns: u64) -> Option<CallRecord> {
+    use probe_ebpf::futex_op;
+    let (obj, arg) = match call {
+        Call::Futex => {
+            if !futex_op::is_wait(args[1] as u32) {
+                return None;
+            }
+            (args[0], args[1])
+        }
+        Call::FutexWaitv => (0, args[1]),
+        Call::EpollWait | Call::EpollPwait | Call::EpollPwait2 => (args[0], args[2]),
+        _ => (args[0], 0),
+    };
+    let timeout = match call {
+        Call::Futex if args[3] != 0 => Timeout::Unknown,
+        Call::EpollWait | Call::EpollPwait if (args[3] as i32) >= 0 => Timeout::Relative {
+            ns: (args[3] as i32) as u64 * 1_000_000,
+        },
+        _ => Timeout::None,
+    };
+    Some(CallRecord {
+        call,
+        start_ns,
+        obj,
+        arg,
+        timeout,
+    })
+}
+
+fn timeout_ms(t: &Timeout, now: u64) -> Option<f64> {
+    match *t {
+        Timeout::None | Timeout::Unknown => None,
+        Timeout::Relative { ns } => Some(ns as f64 / 1e6),
+        Timeout::Absolute { ns, realtime } => {
+            let base = if realtime { realtime_ns() } else { now };
+            Some(ns.saturating_sub(base) as f64 / 1e6)
+        }
+    }
+}
+
+/// What a probed call waits on.
+pub fn wait_of_call(pid: u32, c: &CallRecord, now: u64) -> Option<Wait> {
+    let timeout_ms = timeout_ms(&c.timeout, now);
+    Some(match c.call {
+        Call::Futex => Wait::Futex {
+            addr: c.obj,
+            op: c.futex_op_name().unwrap_or("FUTEX_WAIT").to_string(),
+            timeout_ms,
+        },
+        Call::FutexWaitv => Wait::Futex {
+            addr: c.obj,
+            op: format!("futex_waitv({})", c.arg),
+            timeout_ms,
+        },
+        _ => Wait::Fd {
+            fd: c.obj,
+            target: procfs::read_fd_target(pid, c.obj),
+            timeout_ms,
+        },
+    })
+}
+
+/// The first frame outside libc/ld.so/vdso and the runtime's own waiting code: where the
+/// application itself is waiting.
+pub fn top_app_frame(stack: &[Frame]) -> Option<String> {
+    stack
+        .iter()
+        .find(|f| f.function.is_some() && !is_system_frame(f))
+        .or_else(|| stack.first())
+        .map(Frame::short)
+}
+
+/// Frames of the C library, the dynamic loader or the vDSO.
+pub fn is_system_frame(f: &Frame) -> bool {
+    let m = f.module.as_deref().unwrap_or("");
+    let base = crate::report::basename(m);
+    base.starts_with("libc.so")
+        || base.starts_with("libc-")
+        || base.starts_with("ld-linux")
+        || base.starts_with("libpthread")
+        || base == "[vdso]"
+}

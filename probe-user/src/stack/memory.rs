@@ -1,0 +1,35 @@
+//! Reading another process's memory (its stack) with process_vm_readv.
+
+use std::io::IoSliceMut;
+
+use nix::{
+    sys::uio::{RemoteIoVec, process_vm_readv},
+    unistd::Pid,
+};
+
+/// Read up to `len` bytes at `addr` in `pid`, clamped to the end of the mapping that holds
+/// `addr` (`map_end`); returns what could be read (possibly less, possibly nothing).
+pub fn read_stack(pid: u32, addr: u64, len: usize, map_end: Option<u64>) -> Vec<u8> {
+    let len = match map_end {
+        Some(end) if end > addr => len.min((end - addr) as usize),
+        Some(_) => return Vec::new(),
+        None => len,
+    };
+    let mut buf = vec![0u8; len];
+    let mut done = 0usize;
+    // process_vm_readv stops at the first unreadable page; retry the rest once in smaller steps
+    // is not worth it for stacks (the rest is above the stack top).
+    while done < len {
+        let remote = [RemoteIoVec {
+            base: (addr + done as u64) as usize,
+            len: len - done,
+        }];
+        let mut local = [IoSliceMut::new(&mut buf[done..])];
+        match process_vm_readv(Pid::from_raw(pid as i32), &mut local, &remote) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => done += n,
+        }
+    }
+    buf.truncate(done);
+    buf
+}

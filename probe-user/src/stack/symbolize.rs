@@ -1,0 +1,157 @@
+//! Addresses to function, file and line (inlined frames included), with blazesym.
+//!
+//! blazesym's `Symbolizer` is `!Send`: it lives on the session's thread. It caches parsed
+//! ELF/DWARF for its lifetime, and a process's mappings once `prepare` has run — which must
+//! happen while the target is alive, since /proc/PID/maps is gone after it exits.
+
+use std::{collections::HashSet, path::Path};
+
+use blazesym::{
+    Pid,
+    symbolize::{
+        Input, Symbolized, Symbolizer as Blaze,
+        cache::{self, Cache},
+        source::{Process, Source},
+    },
+};
+
+use super::unwind::RawFrame;
+use crate::report::Frame;
+
+pub struct Symbolizer {
+    blaze: Blaze,
+    prepared: HashSet<u32>,
+}
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Demangle Rust (`_ZN...E`, `_R...`) and C++ (`_Z...`) names. blazesym's own demangling is
+/// off because it turns short C names into C++ types (`a` → `signed char`).
+pub fn demangle(name: &str) -> String {
+    if name.starts_with("_R") || name.starts_with("_ZN") {
+        if let Ok(d) = rustc_demangle::try_demangle(name) {
+            let s = format!("{d:#}");
+            // Rust legacy mangling also parses as C++; rustc-demangle succeeds only for Rust.
+            if !s.is_empty() {
+                return s;
+            }
+        }
+    }
+    if name.starts_with("_Z")
+        && let Ok(sym) = cpp_demangle::Symbol::new(name)
+        && let Ok(s) = sym.demangle()
+    {
+        return s;
+    }
+    name.to_string()
+}
+
+fn shorten_file(dir: Option<&Path>, file: &std::ffi::OsStr) -> String {
+    match dir {
+        Some(d) if !d.as_os_str().is_empty() => d.join(file).to_string_lossy().into_owned(),
+        _ => file.to_string_lossy().into_owned(),
+    }
+}
+
+impl Symbolizer {
+    pub fn new() -> Symbolizer {
+        Symbolizer {
+            blaze: Blaze::builder()
+                .enable_demangling(false)
+                .enable_code_info(true)
+                .enable_inlined_fns(true)
+                .build(),
+            prepared: HashSet::new(),
+        }
+    }
+
+    /// Cache the process's mappings now, while it is alive, so later symbolization works even
+    /// after it exits. Cheap to call again.
+    pub fn prepare(&mut self, pid: u32) {
+        if self.prepared.insert(pid) {
+            let _ = self
+                .blaze
+                .cache(&Cache::Process(cache::Process::new(Pid::from(pid))));
+        }
+    }
+
+    /// Forget a process (it exited or exec'd).
+    pub fn forget(&mut self, pid: u32) {
+        self.prepared.remove(&pid);
+    }
+
+    /// Symbolize the frames of one stack of process `pid`. Each address yields one frame, or
+    /// several when functions were inlined there (innermost first, `inlined: true`).
+    pub fn symbolize(&mut self, pid: u32, raw: &[RawFrame]) -> Vec<Frame> {
+        if raw.is_empty() {
+            return Vec::new();
+        }
+        let src = Source::Process(Process::new(Pid::from(pid)));
+        let addrs: Vec<u64> = raw.iter().map(|f| f.lookup).collect();
+        let results = self.blaze.symbolize(&src, Input::AbsAddr(&addrs));
+        let mut out = Vec::with_capacity(raw.len());
+        match results {
+            Ok(syms) => {
+                for (rf, sym) in raw.iter().zip(syms) {
+                    push_frames(&mut out, rf, &sym);
+                }
+            }
+            Err(_) => out.extend(raw.iter().map(|rf| Frame::unknown(rf.addr))),
+        }
+        out
+    }
+}
+
+fn push_frames(out: &mut Vec<Frame>, rf: &RawFrame, sym: &Symbolized<'_>) {
+    let s = match sym {
+        Symbolized::Sym(s) => s,
+        Symbolized::Unknown(_) => {
+            out.push(Frame::unknown(rf.addr));
+            return;
+        }
+    };
+    let module = s.module.as_ref().map(|m| m.to_string_lossy().into_owned());
+    // blazesym reports the outer function `f` with the location of its call into the first
+    // inlined function, and each inlined function with the location of its own call into the
+    // next; the innermost's location is where the address really is. Print innermost first.
+    let mut chain: Vec<(String, Option<(String, u32)>)> = Vec::new();
+    let loc = |ci: Option<&blazesym::symbolize::CodeInfo<'_>>| {
+        ci.map(|c| (shorten_file(c.dir.as_deref(), &c.file), c.line.unwrap_or(0)))
+    };
+    chain.push((demangle(&s.name), loc(s.code_info.as_deref())));
+    for f in s.inlined.iter() {
+        chain.push((demangle(&f.name), loc(f.code_info.as_ref())));
+    }
+    for (i, (name, loc)) in chain.into_iter().enumerate().rev() {
+        out.push(Frame {
+            addr: rf.addr,
+            function: Some(name),
+            file: loc.as_ref().map(|l| l.0.clone()),
+            line: loc.as_ref().map(|l| l.1).filter(|&l| l != 0),
+            module: module.clone(),
+            inlined: i > 0,
+            offset: (i == 0).then_some(s.offset as u64),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::demangle;
+
+    #[test]
+    fn demangles_rust_and_cpp_but_not_c() {
+        assert_eq!(demangle("a"), "a");
+        assert_eq!(demangle("b"), "b");
+        assert_eq!(demangle("worker_loop"), "worker_loop");
+        assert_eq!(
+            demangle("_ZN3std6thread5sleep17h0123456789abcdefE"),
+            "std::thread::sleep"
+        );
+        assert_eq!(demangle("_Z3fooi"), "foo(int)");
+    }
+}

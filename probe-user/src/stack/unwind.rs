@@ -1,0 +1,212 @@
+//! DWARF CFI unwinding of a user stack (framehop), from the registers the kernel side recorded
+//! and a copy of the top of the stack.
+//!
+//! Most C, C++ and Rust binaries, and Debian's glibc, have no frame pointers: a frame-pointer
+//! walk stops at the first libc frame. framehop reads each module's `.eh_frame` (via
+//! `.eh_frame_hdr`) or `.debug_frame` and falls back to frame pointers only where a module has
+//! no unwind info (JIT code, some hand-written assembly).
+
+use std::{collections::BTreeMap, fs::File, ops::Deref, sync::Arc};
+
+use framehop::{
+    ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder,
+    x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
+};
+use memmap2::Mmap;
+use object::{Object, ObjectSection, ObjectSegment};
+use probe_ebpf::UserRegs;
+
+use crate::procfs::{self, Mapping};
+
+/// A section of a mapped ELF file, handed to framehop without copying.
+#[derive(Clone)]
+pub struct SectionData {
+    map: Arc<Mmap>,
+    start: usize,
+    end: usize,
+}
+
+impl Deref for SectionData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map[self.start..self.end]
+    }
+}
+
+/// One address of an unwound stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawFrame {
+    /// The instruction pointer (first frame) or a return address.
+    pub addr: u64,
+    /// The address to look up: `addr` for the first frame, `addr - 1` for return addresses (so
+    /// it falls inside the call instruction, not on the next line).
+    pub lookup: u64,
+}
+
+/// Unwinding state for one process: its modules' unwind tables, loaded once per mapping.
+pub struct ProcessUnwinder {
+    pid: u32,
+    unwinder: UnwinderX86_64<SectionData>,
+    cache: CacheX86_64,
+    /// start → end of every mapping we made (or tried to make) a module for.
+    modules: BTreeMap<u64, u64>,
+    maps: Vec<Mapping>,
+    /// Mappings whose file could not be opened or parsed (reported as "unknown" frames).
+    pub failed: Vec<String>,
+}
+
+/// Upper bound on frames per stack (deep recursion stays bounded).
+pub const MAX_FRAMES: usize = 128;
+
+impl ProcessUnwinder {
+    pub fn new(pid: u32) -> ProcessUnwinder {
+        let mut u = ProcessUnwinder {
+            pid,
+            unwinder: UnwinderX86_64::new(),
+            cache: CacheX86_64::new(),
+            modules: BTreeMap::new(),
+            maps: Vec::new(),
+            failed: Vec::new(),
+        };
+        u.refresh();
+        u
+    }
+
+    pub fn maps(&self) -> &[Mapping] {
+        &self.maps
+    }
+
+    /// Re-read /proc/PID/maps and add modules for new executable mappings (dlopen, JIT, exec).
+    pub fn refresh(&mut self) {
+        let Some(maps) = procfs::read_maps(self.pid) else {
+            return;
+        };
+        for m in maps.iter().filter(|m| m.is_exec() && m.is_file()) {
+            if self.modules.get(&m.start) == Some(&m.end) {
+                continue;
+            }
+            self.modules.insert(m.start, m.end);
+            match self.module_for(m, &maps) {
+                Some(module) => self.unwinder.add_module(module),
+                None => self.failed.push(m.path.clone()),
+            }
+        }
+        self.maps = maps;
+    }
+
+    /// The mapping that contains `addr`.
+    pub fn mapping_of(&self, addr: u64) -> Option<&Mapping> {
+        self.maps.iter().find(|m| m.contains(addr))
+    }
+
+    fn open(&self, m: &Mapping) -> Option<File> {
+        // map_files works for deleted binaries and across mount namespaces (needs CAP_SYS_ADMIN);
+        // the path through the target's root is the fallback.
+        let via_map_files = format!("/proc/{}/map_files/{:x}-{:x}", self.pid, m.start, m.end);
+        File::open(via_map_files).ok().or_else(|| {
+            let path = m.path.trim_end_matches(" (deleted)");
+            File::open(format!("/proc/{}/root{}", self.pid, path)).ok()
+        })
+    }
+
+    fn module_for(&self, m: &Mapping, _all: &[Mapping]) -> Option<Module<SectionData>> {
+        let file = self.open(m)?;
+        // SAFETY: the mapping is read-only and private; a concurrent truncation of the file could
+        // SIGBUS us, which is the accepted risk of every unwinder/symbolizer that maps binaries.
+        let map = Arc::new(unsafe { Mmap::map(&file) }.ok()?);
+        let obj = object::File::parse(&map[..]).ok()?;
+        if obj.format() != object::BinaryFormat::Elf {
+            return None;
+        }
+        // base_avma = map_start - (p_vaddr + (map_offset - p_offset)) of the segment holding it.
+        let seg = obj.segments().find(|s| {
+            let (off, size) = s.file_range();
+            off <= m.offset && m.offset < off + size.max(1)
+        })?;
+        let (seg_off, _) = seg.file_range();
+        let svma_of_map_start = seg.address() + (m.offset - seg_off);
+        let base_avma = m.start.checked_sub(svma_of_map_start)?;
+
+        let section = |name: &str| -> Option<(std::ops::Range<u64>, SectionData)> {
+            let s = obj.section_by_name(name)?;
+            let cfr = s.compressed_file_range().ok()?;
+            if cfr.format != object::CompressionFormat::None {
+                return None; // compressed .debug_frame: rare, skipped
+            }
+            let (off, size) = s.file_range()?;
+            let (start, end) = (off as usize, (off + size) as usize);
+            if end > map.len() {
+                return None;
+            }
+            Some((
+                s.address()..s.address() + s.size(),
+                SectionData {
+                    map: map.clone(),
+                    start,
+                    end,
+                },
+            ))
+        };
+        let text = section(".text");
+        let eh_frame = section(".eh_frame");
+        let eh_frame_hdr = section(".eh_frame_hdr");
+        let got = section(".got");
+        let debug_frame = section(".debug_frame");
+        let info = ExplicitModuleSectionInfo {
+            base_svma: 0,
+            text_svma: text.as_ref().map(|t| t.0.clone()),
+            text: text.map(|t| t.1),
+            got_svma: got.map(|g| g.0),
+            eh_frame_svma: eh_frame.as_ref().map(|e| e.0.clone()),
+            eh_frame: eh_frame.map(|e| e.1),
+            eh_frame_hdr_svma: eh_frame_hdr.as_ref().map(|e| e.0.clone()),
+            eh_frame_hdr: eh_frame_hdr.map(|e| e.1),
+            debug_frame: debug_frame.map(|d| d.1),
+            stubs_svma: None,
+            stub_helper_svma: None,
+            unwind_info: None,
+            text_segment_svma: None,
+            text_segment: None,
+        };
+        Some(Module::new(m.path.clone(), m.start..m.end, base_avma, info))
+    }
+
+    /// Unwind from `regs` using `stack`, a copy of memory starting at `regs.sp`.
+    pub fn unwind(&mut self, regs: UserRegs, stack: &[u8]) -> Vec<RawFrame> {
+        if regs.ip == 0 {
+            return Vec::new();
+        }
+        if self.mapping_of(regs.ip).is_none() {
+            self.refresh();
+        }
+        let sp = regs.sp;
+        let mut read_stack = |addr: u64| -> Result<u64, ()> {
+            let off = addr.checked_sub(sp).ok_or(())? as usize;
+            let bytes = stack.get(off..off + 8).ok_or(())?;
+            Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
+        };
+        let mut out = Vec::new();
+        let mut it = self.unwinder.iter_frames(
+            regs.ip,
+            UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp),
+            &mut self.cache,
+            &mut read_stack,
+        );
+        while out.len() < MAX_FRAMES {
+            match it.next() {
+                Ok(Some(FrameAddress::InstructionPointer(a))) => {
+                    out.push(RawFrame { addr: a, lookup: a })
+                }
+                Ok(Some(FrameAddress::ReturnAddress(a))) => {
+                    let a = a.get();
+                    out.push(RawFrame {
+                        addr: a,
+                        lookup: a - 1,
+                    })
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,431 @@
+//! The shutdown verdict: after a stop signal and the grace period, which OS threads kept the
+//! process alive, and why — in one line a person understands.
+//!
+//! Pure logic over the per-thread facts the session collected, so it is unit-tested without a
+//! kernel. Exit codes follow from it: 0 clean or observed, 1 stalled.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    events::SignalInfo,
+    report::{ShutdownReport, ThreadReport, ThreadState, Verdict},
+    runtime::{self, Role, Runtime},
+    session::{EndReason, top_app_frame},
+    signals,
+};
+
+/// Exit code when at least one thread is flagged / the process stalled.
+pub const EXIT_STALLED: i32 = 1;
+
+pub struct Context<'a> {
+    pub shutdown: Option<&'a SignalInfo>,
+    pub grace_ms: u64,
+    /// When the last watched process exited (None: some are alive).
+    pub process_exit_ns: Option<u64>,
+    pub attach_ns: u64,
+    pub now_ns: u64,
+    pub end: EndReason,
+    /// Per tid: share of a CPU used since the signal (1.0 = on CPU all the time).
+    pub cpu_share_after_signal: &'a BTreeMap<u32, f64>,
+    /// Per pid: the detected runtime.
+    pub runtimes: &'a BTreeMap<u32, Runtime>,
+}
+
+pub struct Judged {
+    pub verdict: Verdict,
+    pub shutdown: Option<ShutdownReport>,
+    pub summary: Vec<String>,
+}
+
+pub fn exit_code(v: Verdict) -> i32 {
+    match v {
+        Verdict::Stalled => EXIT_STALLED,
+        Verdict::Clean | Verdict::Observed => 0,
+    }
+}
+
+/// A thread counts as spinning when it used at least this share of a CPU after the signal.
+const SPIN_SHARE: f64 = 0.5;
+
+fn secs(ms: u64) -> String {
+    if ms >= 10_000 {
+        format!("{:.0}s", ms as f64 / 1000.0)
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
+}
+
+/// Classify roles, flag threads and decide the verdict. Mutates `flagged`, `reason`, `role`.
+pub fn judge(threads: &mut [ThreadReport], ctx: &Context<'_>) -> Judged {
+    // Roles first: they matter with or without a shutdown signal.
+    for t in threads.iter_mut() {
+        let rt = ctx.runtimes.get(&t.pid).copied().unwrap_or_default();
+        if t.state != ThreadState::Exited
+            && let Some(rule) = runtime::classify(rt, &t.name, t.syscall.as_deref(), &t.stack)
+        {
+            t.role = Role::Runtime;
+            t.reason = Some(format!(
+                "{} (expected; not an application stall)",
+                rule.what
+            ));
+        }
+    }
+
+    let Some(sig) = ctx.shutdown else {
+        return Judged {
+            verdict: Verdict::Observed,
+            shutdown: None,
+            summary: vec!["no shutdown signal seen: nothing to judge (exit code 0)".into()],
+        };
+    };
+    let sig_name = signals::name(sig.sig);
+    let exited_after_ms = ctx
+        .process_exit_ns
+        .map(|e| crate::clock::diff_ms(e, sig.ts_ns));
+    let exited_in_grace = exited_after_ms.is_some_and(|ms| ms <= ctx.grace_ms as i64);
+    let shutdown = ShutdownReport {
+        signal: sig_name.clone(),
+        sender_pid: sig.sender_tgid,
+        sender_comm: sig.sender_comm.clone(),
+        grace_ms: ctx.grace_ms,
+        process_exited: ctx.process_exit_ns.is_some(),
+        exited_after_ms,
+        at_ms: crate::clock::diff_ms(sig.ts_ns, ctx.attach_ns),
+        ignored: sig.result == 1,
+    };
+
+    if exited_in_grace {
+        let ms = exited_after_ms.unwrap_or(0);
+        return Judged {
+            verdict: Verdict::Clean,
+            shutdown: Some(shutdown),
+            summary: vec![format!(
+                "clean: exited {} after {sig_name} (grace {})",
+                fmt_ms(ms),
+                secs(ctx.grace_ms)
+            )],
+        };
+    }
+    if ctx.process_exit_ns.is_none() && ctx.end != EndReason::GraceExpired {
+        // Stopped watching before the grace period ran out (Ctrl-C, --duration): no verdict.
+        return Judged {
+            verdict: Verdict::Observed,
+            shutdown: Some(shutdown),
+            summary: vec![format!(
+                "{sig_name} seen, but the watch ended before the grace period ({}) expired: no verdict",
+                secs(ctx.grace_ms)
+            )],
+        };
+    }
+
+    let alive_for = ctx.now_ns.saturating_sub(sig.ts_ns) / 1_000_000;
+    let mut summary = Vec::new();
+    if let Some(ms) = exited_after_ms {
+        summary.push(format!(
+            "stalled: exited only {} after {sig_name}, past the grace period of {}",
+            fmt_ms(ms),
+            secs(ctx.grace_ms)
+        ));
+    } else {
+        summary.push(format!(
+            "stalled: still alive {} after {sig_name} (from pid {} {}), grace {}",
+            secs(alive_for),
+            sig.sender_tgid,
+            sig.sender_comm,
+            secs(ctx.grace_ms)
+        ));
+    }
+    if shutdown.ignored {
+        summary.push(format!("{sig_name} is ignored by the process (SIG_IGN)"));
+    }
+
+    let mut flagged = 0;
+    let mut runtime_idle = 0;
+    for t in threads.iter_mut() {
+        if t.state == ThreadState::Exited {
+            continue;
+        }
+        if t.role == Role::Runtime {
+            runtime_idle += 1;
+            continue;
+        }
+        let share = ctx
+            .cpu_share_after_signal
+            .get(&t.tid)
+            .copied()
+            .unwrap_or(0.0);
+        let reason = reason_for(t, &sig_name, share);
+        t.flagged = true;
+        flagged += 1;
+        summary.push(format!("tid {} ({}): {}", t.tid, t.name, reason));
+        t.reason = Some(reason);
+    }
+    if flagged == 0 && runtime_idle > 0 {
+        let rt = threads
+            .iter()
+            .find_map(|t| ctx.runtimes.get(&t.pid))
+            .copied()
+            .unwrap_or_default();
+        summary.push(match rt {
+            Runtime::Go => format!(
+                "all {runtime_idle} live OS threads are idle Go runtime workers (parked Ms, netpoller): \
+                 the stall is at the goroutine level, which OS threads do not show. Get goroutine \
+                 stacks with `kill -QUIT <pid>` (GOTRACEBACK=all) or /debug/pprof/goroutine?debug=2"
+            ),
+            _ => format!(
+                "all {runtime_idle} live threads are the {} runtime's own idle threads: the stall is \
+                 inside the runtime's scheduler (tasks, not threads)",
+                rt.as_str()
+            ),
+        });
+    }
+    Judged {
+        verdict: Verdict::Stalled,
+        shutdown: Some(shutdown),
+        summary,
+    }
+}
+
+fn fmt_ms(ms: i64) -> String {
+    if ms.abs() >= 1000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// The one-line reason for a thread that is alive past the grace period.
+fn reason_for(t: &ThreadReport, sig: &str, cpu_share: f64) -> String {
+    let at = top_app_frame(&t.stack)
+        .map(|f| format!(" at {f}"))
+        .unwrap_or_default();
+    let what = match (&t.syscall, &t.wait) {
+        (Some(sc), Some(w)) => format!("{sc} on {}", w.describe()),
+        (Some(sc), None) => sc.clone(),
+        _ => String::new(),
+    };
+    let dur = t.blocked_ms.map(|ms| fmt_ms(ms as i64)).unwrap_or_default();
+    match t.state {
+        ThreadState::Running => {
+            let at = t
+                .spin_samples
+                .iter()
+                .find_map(|s| top_app_frame(s))
+                .map(|f| format!(" at {f}"))
+                .unwrap_or(at);
+            if cpu_share >= SPIN_SHARE {
+                format!(
+                    "spinning: on a CPU {:.0}% of the time since {sig}{at}",
+                    cpu_share * 100.0
+                )
+            } else {
+                format!("running (not blocked) and still alive after {sig}{at}")
+            }
+        }
+        ThreadState::Blocked if t.woke_after_signal > 0 => format!(
+            "woke {} time{} after {sig} but went back to waiting: {what} for {dur}{at} \
+             (other work keeps it from seeing the stop request)",
+            t.woke_after_signal,
+            if t.woke_after_signal == 1 { "" } else { "s" }
+        ),
+        ThreadState::Blocked => {
+            format!("blocked in {what} since before {sig} ({dur}) and never woke up{at}")
+        }
+        ThreadState::Sleeping => {
+            if what.is_empty() {
+                format!("asleep (not in a syscall) for {dur}{at}")
+            } else {
+                format!("asleep in {what} for {dur}{at} (a call outside the probed set)")
+            }
+        }
+        ThreadState::Exited => "exited".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Frame, Wait};
+
+    fn thread(tid: u32, state: ThreadState) -> ThreadReport {
+        ThreadReport {
+            tid,
+            pid: 1,
+            name: format!("t{tid}"),
+            state,
+            syscall: None,
+            blocked_ms: None,
+            blocked_since: None,
+            wait: None,
+            stack: vec![],
+            kernel_stack: vec![],
+            blocks: Default::default(),
+            flagged: false,
+            reason: None,
+            role: Role::App,
+            woke_after_signal: 0,
+            exited_after_ms: None,
+            ns_tid: None,
+            cpu_ms: 0,
+            spin_samples: vec![],
+        }
+    }
+
+    fn sig() -> SignalInfo {
+        SignalInfo {
+            tid: 1,
+            tgid: 1,
+            ts_ns: 10_000_000_000,
+            sig: 15,
+            code: 0,
+            result: 0,
+            group: true,
+            sender_tid: 9,
+            sender_tgid: 9,
+            sender_comm: "kill".into(),
+        }
+    }
+
+    fn ctx<'a>(
+        s: Option<&'a SignalInfo>,
+        exit: Option<u64>,
+        end: EndReason,
+        shares: &'a BTreeMap<u32, f64>,
+        rts: &'a BTreeMap<u32, Runtime>,
+    ) -> Context<'a> {
+        Context {
+            shutdown: s,
+            grace_ms: 2000,
+            process_exit_ns: exit,
+            attach_ns: 0,
+            now_ns: 12_500_000_000,
+            end,
+            cpu_share_after_signal: shares,
+            runtimes: rts,
+        }
+    }
+
+    #[test]
+    fn no_signal_is_observed_and_flags_nothing() {
+        let mut ts = vec![thread(1, ThreadState::Blocked)];
+        let (a, b) = (BTreeMap::new(), BTreeMap::new());
+        let j = judge(&mut ts, &ctx(None, None, EndReason::Duration, &a, &b));
+        assert_eq!(j.verdict, Verdict::Observed);
+        assert!(!ts[0].flagged);
+        assert_eq!(exit_code(j.verdict), 0);
+    }
+
+    #[test]
+    fn exit_within_grace_is_clean() {
+        let mut ts = vec![thread(1, ThreadState::Exited)];
+        let s = sig();
+        let (a, b) = (BTreeMap::new(), BTreeMap::new());
+        let j = judge(
+            &mut ts,
+            &ctx(
+                Some(&s),
+                Some(10_300_000_000),
+                EndReason::TargetExited,
+                &a,
+                &b,
+            ),
+        );
+        assert_eq!(j.verdict, Verdict::Clean);
+        assert_eq!(j.shutdown.unwrap().exited_after_ms, Some(300));
+    }
+
+    #[test]
+    fn blocked_thread_is_flagged_with_reason() {
+        let mut t = thread(2, ThreadState::Blocked);
+        t.syscall = Some("futex".into());
+        t.wait = Some(Wait::Futex {
+            addr: 0x1000,
+            op: "FUTEX_WAIT_PRIVATE".into(),
+            timeout_ms: None,
+        });
+        t.blocked_ms = Some(4500);
+        t.stack = vec![Frame {
+            function: Some("lock_b".into()),
+            file: Some("/src/deadlock.c".into()),
+            line: Some(23),
+            ..Frame::unknown(1)
+        }];
+        let mut ts = vec![t, thread(3, ThreadState::Exited)];
+        let s = sig();
+        let (a, b) = (BTreeMap::new(), BTreeMap::new());
+        let j = judge(
+            &mut ts,
+            &ctx(Some(&s), None, EndReason::GraceExpired, &a, &b),
+        );
+        assert_eq!(j.verdict, Verdict::Stalled);
+        assert_eq!(exit_code(j.verdict), 1);
+        assert!(ts[0].flagged);
+        let r = ts[0].reason.as_deref().unwrap();
+        assert!(r.contains("never woke up"), "{r}");
+        assert!(r.contains("lock_b (deadlock.c:23)"), "{r}");
+        assert!(!ts[1].flagged);
+    }
+
+    #[test]
+    fn woken_and_waiting_again_is_failure_two() {
+        let mut t = thread(2, ThreadState::Blocked);
+        t.syscall = Some("epoll_wait".into());
+        t.woke_after_signal = 7;
+        let mut ts = vec![t];
+        let s = sig();
+        let (a, b) = (BTreeMap::new(), BTreeMap::new());
+        judge(
+            &mut ts,
+            &ctx(Some(&s), None, EndReason::GraceExpired, &a, &b),
+        );
+        assert!(ts[0].reason.as_deref().unwrap().starts_with("woke 7 times"));
+    }
+
+    #[test]
+    fn spinning_thread() {
+        let mut ts = vec![thread(2, ThreadState::Running)];
+        let s = sig();
+        let a = BTreeMap::from([(2, 0.97)]);
+        let b = BTreeMap::new();
+        judge(
+            &mut ts,
+            &ctx(Some(&s), None, EndReason::GraceExpired, &a, &b),
+        );
+        assert!(ts[0].reason.as_deref().unwrap().starts_with("spinning"));
+    }
+
+    #[test]
+    fn go_runtime_threads_are_not_blamed() {
+        let mut t = thread(2, ThreadState::Blocked);
+        t.syscall = Some("futex".into());
+        t.stack = vec![Frame {
+            function: Some("runtime.futexsleep".into()),
+            ..Frame::unknown(1)
+        }];
+        let mut ts = vec![t];
+        let s = sig();
+        let a = BTreeMap::new();
+        let b = BTreeMap::from([(1, Runtime::Go)]);
+        let j = judge(
+            &mut ts,
+            &ctx(Some(&s), None, EndReason::GraceExpired, &a, &b),
+        );
+        assert_eq!(j.verdict, Verdict::Stalled);
+        assert!(!ts[0].flagged);
+        assert_eq!(ts[0].role, Role::Runtime);
+        assert!(j.summary.iter().any(|l| l.contains("goroutine level")));
+    }
+
+    #[test]
+    fn watch_ended_before_grace_gives_no_verdict() {
+        let mut ts = vec![thread(2, ThreadState::Blocked)];
+        let s = sig();
+        let (a, b) = (BTreeMap::new(), BTreeMap::new());
+        let j = judge(
+            &mut ts,
+            &ctx(Some(&s), None, EndReason::Interrupted, &a, &b),
+        );
+        assert_eq!(j.verdict, Verdict::Observed);
+        assert!(!ts[0].flagged);
+    }
+}

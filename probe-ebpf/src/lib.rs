@@ -393,6 +393,8 @@ pub mod globals {
     pub const TASK_TGID_OFF: &str = "TASK_TGID_OFF";
     pub const TASK_COMM_OFF: &str = "TASK_COMM_OFF";
     pub const TASK_STATE_OFF: &str = "TASK_STATE_OFF";
+    /// u32: offset of `task_struct.flags` (PF_EXITING threads are left out of snapshots).
+    pub const TASK_FLAGS_OFF: &str = "TASK_FLAGS_OFF";
     /// u32: offset of `task_struct.sched_info.last_arrival` (0: not available).
     pub const TASK_LAST_ARRIVAL_OFF: &str = "TASK_LAST_ARRIVAL_OFF";
     /// u32: 1 to add forked child processes of targets to the target set in the kernel.

@@ -22,6 +22,8 @@ static TASK_COMM_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static TASK_STATE_OFF: u32 = 0;
 #[unsafe(no_mangle)]
+static TASK_FLAGS_OFF: u32 = 0;
+#[unsafe(no_mangle)]
 static TASK_LAST_ARRIVAL_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static FOLLOW_CHILDREN: u32 = 0;
@@ -53,6 +55,10 @@ pub fn task_comm_off() -> u32 {
 #[inline(always)]
 pub fn task_state_off() -> u32 {
     global(&TASK_STATE_OFF)
+}
+#[inline(always)]
+pub fn task_flags_off() -> u32 {
+    global(&TASK_FLAGS_OFF)
 }
 #[inline(always)]
 pub fn task_last_arrival_off() -> u32 {

@@ -139,6 +139,16 @@ pub async fn drive(
     let interval = session.options().interval;
     let duration_end = args.duration.map(|d| started + d);
 
+    // A first look right away: threads blocked since before we attached show up at once.
+    let first = session.poll(true);
+    if !args.quiet {
+        for ev in &first {
+            eprintln!(
+                "{}",
+                render::live_line(ev, started.elapsed().as_secs_f64(), style)
+            );
+        }
+    }
     let end = loop {
         let mut wake = interval;
         if let Some(p) = plan.as_ref()

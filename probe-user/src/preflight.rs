@@ -59,10 +59,11 @@ pub fn check_privileges() -> Result<(), StallError> {
 }
 
 pub fn check_kernel() -> Result<(), StallError> {
-    if !Path::new(crate::bpf::btf::VMLINUX_BTF).exists() {
+    let btf = crate::bpf::btf::vmlinux_btf_path();
+    if !btf.exists() {
         return Err(StallError::KernelFeature {
             what: "BTF type information".into(),
-            detail: format!("{} does not exist", crate::bpf::btf::VMLINUX_BTF),
+            detail: format!("{} does not exist", btf.display()),
             hint:
                 "stallprobe needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.15 or later \
                    recommended); most distribution kernels have it."
@@ -81,14 +82,16 @@ pub fn check_kernel() -> Result<(), StallError> {
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 
-/// Make sure tracefs is mounted (only the `tracepoint` hook needs it).
+/// Make sure tracefs is mounted (only the `tracepoint` hook needs it). `$STALLPROBE_TRACEFS`
+/// overrides the mount point.
 pub fn ensure_tracefs() -> Result<(), StallError> {
-    if Path::new(TRACEFS).join("events").exists() {
+    let dir = std::env::var("STALLPROBE_TRACEFS").unwrap_or_else(|_| TRACEFS.to_string());
+    if Path::new(&dir).join("events").exists() {
         return Ok(());
     }
     nix::mount::mount(
         Some("tracefs"),
-        TRACEFS,
+        dir.as_str(),
         Some("tracefs"),
         nix::mount::MsFlags::empty(),
         None::<&str>,
@@ -96,7 +99,7 @@ pub fn ensure_tracefs() -> Result<(), StallError> {
     .map_err(|e| StallError::Tracefs {
         detail: e.to_string(),
     })?;
-    if Path::new(TRACEFS).join("events").exists() {
+    if Path::new(&dir).join("events").exists() {
         Ok(())
     } else {
         Err(StallError::Tracefs {

@@ -393,7 +393,11 @@ pub fn text(r: &Report, st: Style) -> String {
                 .collect();
             let _ = writeln!(o, "    kernel: {}", st.dim(&k.join(" ← ")));
         }
-        if let Some(sample) = t.spin_samples.first() {
+        if let Some(sample) = t
+            .spin_samples
+            .first()
+            .filter(|_| t.state == ThreadState::Running)
+        {
             let _ = writeln!(o, "    where it runs (first sample):");
             for (i, f) in sample.iter().enumerate().take(15) {
                 let _ = writeln!(o, "{}", frame_line(i, f, st));

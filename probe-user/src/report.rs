@@ -68,6 +68,9 @@ pub enum Wait {
         op: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<f64>,
+        /// The futex word now (for a thread join: the joined thread's tid).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<u32>,
     },
     Fd {
         fd: u64,
@@ -150,6 +153,9 @@ pub struct ThreadReport {
     pub reason: Option<String>,
     /// Probed calls that returned after the shutdown signal (the thread woke up and waited again).
     pub woke_after_signal: u32,
+    /// What the thread was doing at the last look before the shutdown signal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_signal: Option<AtSignal>,
     /// When the thread exited, relative to the shutdown signal (or to attach when none).
     pub exited_after_ms: Option<i64>,
     /// The thread's id inside the target's pid namespace, when it differs from `tid`.
@@ -160,6 +166,14 @@ pub struct ThreadReport {
     /// Where a running thread was seen executing (user stacks sampled after the signal).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub spin_samples: Vec<Vec<Frame>>,
+}
+
+/// A thread's state at the last look before the shutdown signal.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AtSignal {
+    pub state: ThreadState,
+    pub syscall: Option<String>,
+    pub wait: Option<Wait>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -27,8 +27,8 @@ use crate::{
     hist,
     procfs::{self, SyscallState},
     report::{
-        BlockedSince, Frame, Report, SCHEMA, SessionInfo, SlowCallReport, TargetInfo, ThreadReport,
-        ThreadState, TimelineEntry, Wait,
+        AtSignal, BlockedSince, Frame, Report, SCHEMA, SessionInfo, SlowCallReport, TargetInfo,
+        ThreadReport, ThreadState, TimelineEntry, Wait,
     },
     runtime::{self, Role, Runtime},
     signals,
@@ -183,6 +183,8 @@ struct ThreadTrack {
     exited_ns: Option<u64>,
     announced: Option<BlockKey>,
     stacks: Option<(Option<BlockKey>, Stacks)>,
+    /// Its state at the last look before the first shutdown signal.
+    at_signal: Option<AtSignal>,
     first_cpu_ticks: Option<u64>,
     cpu_ticks: u64,
     /// (time, cpu ticks) at each look after the shutdown signal, for spin detection.
@@ -206,6 +208,7 @@ impl ThreadTrack {
             exited_ns: None,
             announced: None,
             stacks: None,
+            at_signal: None,
             first_cpu_ticks: None,
             cpu_ticks: 0,
             cpu_after_signal: Vec::new(),
@@ -478,6 +481,12 @@ impl Session {
             Event::SlowCall(sc) => self.handle_slow_call(*sc, live),
             Event::Signal(s) => {
                 let first = self.signals.is_empty();
+                if first {
+                    let now = mono_ns();
+                    for t in self.threads.values_mut() {
+                        t.at_signal = t.obs.as_ref().map(|o| describe_obs(t.pid, o, now));
+                    }
+                }
                 let name = signals::name(s.sig);
                 self.timeline.push((
                     s.ts_ns,
@@ -897,22 +906,9 @@ impl Session {
             let alive = state != ThreadState::Exited;
             let (syscall, blocked_ms, since, wait) = match obs {
                 Some(o) if alive && o.state != ThreadState::Running => {
-                    let syscall = o.nr.map(|nr| match Call::from_nr(nr) {
-                        Some(c) => c.name().to_string(),
-                        None => syscalls::name(nr),
-                    });
+                    let d = describe_obs(t.pid, o, now);
                     let blocked = o.since.map(|(s, _)| now.saturating_sub(s) / 1_000_000);
-                    let wait = match &o.call {
-                        Some(c) => wait_of_call(t.pid, c, now),
-                        None => o.nr.and_then(|nr| {
-                            syscalls::first_arg_is_fd(nr).then(|| Wait::Fd {
-                                fd: o.args[0],
-                                target: procfs::read_fd_target(t.pid, o.args[0]),
-                                timeout_ms: None,
-                            })
-                        }),
-                    };
-                    (syscall, blocked, o.since.map(|(_, how)| how), wait)
+                    (d.syscall, blocked, o.since.map(|(_, how)| how), d.wait)
                 }
                 _ => (None, None, None, None),
             };
@@ -953,6 +949,7 @@ impl Session {
                 flagged: false,
                 reason: None,
                 woke_after_signal: t.stats.as_ref().map(|s| s.wakes_after_signal).unwrap_or(0),
+                at_signal: t.at_signal.clone(),
                 exited_after_ms: t.exited_ns.map(rel),
                 ns_tid: t.ns_tid,
                 cpu_ms,
@@ -1069,6 +1066,29 @@ impl Session {
     }
 }
 
+/// A thread's observation as the report describes it (state, syscall, wait).
+fn describe_obs(pid: u32, o: &Observation, now: u64) -> AtSignal {
+    let syscall = o.nr.map(|nr| match Call::from_nr(nr) {
+        Some(c) => c.name().to_string(),
+        None => syscalls::name(nr),
+    });
+    let wait = match &o.call {
+        Some(c) => wait_of_call(pid, c, now),
+        None => o.nr.and_then(|nr| {
+            syscalls::first_arg_is_fd(nr).then(|| Wait::Fd {
+                fd: o.args[0],
+                target: procfs::read_fd_target(pid, o.args[0]),
+                timeout_ms: None,
+            })
+        }),
+    };
+    AtSignal {
+        state: o.state,
+        syscall,
+        wait,
+    }
+}
+
 /// Share of one CPU a thread used over its looks after the signal (1.0 = spinning all the time).
 fn cpu_share(samples: &[(u64, u64)], clk: u64) -> f64 {
     match (samples.first(), samples.last()) {
@@ -1129,11 +1149,13 @@ pub fn wait_of_call(pid: u32, c: &CallRecord, now: u64) -> Option<Wait> {
             addr: c.obj,
             op: c.futex_op_name().unwrap_or("FUTEX_WAIT").to_string(),
             timeout_ms,
+            value: crate::stack::memory::read_u32(pid, c.obj),
         },
         Call::FutexWaitv => Wait::Futex {
             addr: c.obj,
             op: format!("futex_waitv({})", c.arg),
             timeout_ms,
+            value: crate::stack::memory::read_u32(pid, c.obj),
         },
         _ => Wait::Fd {
             fd: c.obj,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     events::SignalInfo,
-    report::{ShutdownReport, ThreadReport, ThreadState, Verdict},
+    report::{ShutdownReport, ThreadReport, ThreadState, Verdict, Wait},
     runtime::{self, Role, Runtime},
     session::{EndReason, top_app_frame},
     signals,
@@ -139,6 +139,7 @@ pub fn judge(threads: &mut [ThreadReport], ctx: &Context<'_>) -> Judged {
         summary.push(format!("{sig_name} is ignored by the process (SIG_IGN)"));
     }
 
+    let names: BTreeMap<u32, String> = threads.iter().map(|t| (t.tid, t.name.clone())).collect();
     let mut flagged = 0;
     let mut runtime_idle = 0;
     for t in threads.iter_mut() {
@@ -154,7 +155,7 @@ pub fn judge(threads: &mut [ThreadReport], ctx: &Context<'_>) -> Judged {
             .get(&t.tid)
             .copied()
             .unwrap_or(0.0);
-        let reason = reason_for(t, &sig_name, share);
+        let reason = reason_for(t, &sig_name, share, alive_for, &names);
         t.flagged = true;
         flagged += 1;
         summary.push(format!("tid {} ({}): {}", t.tid, t.name, reason));
@@ -194,8 +195,23 @@ fn fmt_ms(ms: i64) -> String {
     }
 }
 
+/// Whether the thread waits inside pthread_join (or its timed variants).
+fn in_join(t: &ThreadReport) -> bool {
+    t.stack.iter().any(|f| {
+        f.function.as_deref().is_some_and(|n| {
+            n.contains("pthread_join") || n.contains("clockjoin") || n.contains("timedjoin")
+        })
+    })
+}
+
 /// The one-line reason for a thread that is alive past the grace period.
-fn reason_for(t: &ThreadReport, sig: &str, cpu_share: f64) -> String {
+fn reason_for(
+    t: &ThreadReport,
+    sig: &str,
+    cpu_share: f64,
+    since_signal_ms: u64,
+    names: &BTreeMap<u32, String>,
+) -> String {
     let at = top_app_frame(&t.stack)
         .map(|f| format!(" at {f}"))
         .unwrap_or_default();
@@ -204,7 +220,24 @@ fn reason_for(t: &ThreadReport, sig: &str, cpu_share: f64) -> String {
         (Some(sc), None) => sc.clone(),
         _ => String::new(),
     };
-    let dur = t.blocked_ms.map(|ms| fmt_ms(ms as i64)).unwrap_or_default();
+    let blocked_ms = t.blocked_ms.unwrap_or(0);
+    let dur = fmt_ms(blocked_ms as i64);
+    // A join: the futex word is the joined thread's tid.
+    let joining = match &t.wait {
+        Some(Wait::Futex {
+            value: Some(tid), ..
+        }) if in_join(t) && *tid != 0 => Some(format!(
+            "joining thread {tid}{}, which has not exited",
+            names
+                .get(tid)
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        )),
+        _ => None,
+    };
+    let same_wait_as_before = t.at_signal.as_ref().is_some_and(|a| {
+        a.state == ThreadState::Blocked && a.syscall == t.syscall && a.wait == t.wait
+    });
     match t.state {
         ThreadState::Running => {
             let at = t
@@ -222,14 +255,30 @@ fn reason_for(t: &ThreadReport, sig: &str, cpu_share: f64) -> String {
                 format!("running (not blocked) and still alive after {sig}{at}")
             }
         }
-        ThreadState::Blocked if t.woke_after_signal > 0 => format!(
-            "woke {} time{} after {sig} but went back to waiting: {what} for {dur}{at} \
-             (other work keeps it from seeing the stop request)",
-            t.woke_after_signal,
-            if t.woke_after_signal == 1 { "" } else { "s" }
-        ),
+        ThreadState::Blocked
+            if t.woke_after_signal > 0 && joining.is_none() && same_wait_as_before =>
+        {
+            format!(
+                "woke {} time{} after {sig} but went back to waiting: {what} for {dur}{at} \
+             (other work keeps it from acting on the stop request)",
+                t.woke_after_signal,
+                if t.woke_after_signal == 1 { "" } else { "s" }
+            )
+        }
+        ThreadState::Blocked if t.woke_after_signal > 0 => match joining {
+            Some(j) => format!("saw {sig}, then blocked {j}: {what}{at}"),
+            None => format!("woke after {sig}, then blocked in {what} for {dur}{at}"),
+        },
         ThreadState::Blocked => {
-            format!("blocked in {what} since before {sig} ({dur}) and never woke up{at}")
+            let when = if blocked_ms >= since_signal_ms {
+                format!("since before {sig} ({dur})")
+            } else {
+                format!("for {dur} (since after {sig})")
+            };
+            match joining {
+                Some(j) => format!("blocked {j}, {when}: {what}{at}"),
+                None => format!("blocked in {what} {when} and never woke up{at}"),
+            }
         }
         ThreadState::Sleeping => {
             if what.is_empty() {
@@ -245,7 +294,7 @@ fn reason_for(t: &ThreadReport, sig: &str, cpu_share: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{Frame, Wait};
+    use crate::report::Frame;
 
     fn thread(tid: u32, state: ThreadState) -> ThreadReport {
         ThreadReport {
@@ -264,6 +313,7 @@ mod tests {
             reason: None,
             role: Role::App,
             woke_after_signal: 0,
+            at_signal: None,
             exited_after_ms: None,
             ns_tid: None,
             cpu_ms: 0,
@@ -342,6 +392,7 @@ mod tests {
             addr: 0x1000,
             op: "FUTEX_WAIT_PRIVATE".into(),
             timeout_ms: None,
+            value: Some(2),
         });
         t.blocked_ms = Some(4500);
         t.stack = vec![Frame {
@@ -371,6 +422,11 @@ mod tests {
         let mut t = thread(2, ThreadState::Blocked);
         t.syscall = Some("epoll_wait".into());
         t.woke_after_signal = 7;
+        t.at_signal = Some(crate::report::AtSignal {
+            state: ThreadState::Blocked,
+            syscall: Some("epoll_wait".into()),
+            wait: None,
+        });
         let mut ts = vec![t];
         let s = sig();
         let (a, b) = (BTreeMap::new(), BTreeMap::new());
@@ -378,7 +434,52 @@ mod tests {
             &mut ts,
             &ctx(Some(&s), None, EndReason::GraceExpired, &a, &b),
         );
-        assert!(ts[0].reason.as_deref().unwrap().starts_with("woke 7 times"));
+        let r = ts[0].reason.as_deref().unwrap();
+        assert!(r.starts_with("woke 7 times"), "{r}");
+    }
+
+    #[test]
+    fn woke_then_joining_a_thread_that_never_exits() {
+        let mut main = thread(1, ThreadState::Blocked);
+        main.syscall = Some("futex".into());
+        main.woke_after_signal = 2;
+        main.wait = Some(Wait::Futex {
+            addr: 0x7f00,
+            op: "FUTEX_WAIT_BITSET".into(),
+            timeout_ms: None,
+            value: Some(5),
+        });
+        main.stack = vec![
+            Frame {
+                function: Some("__pthread_clockjoin_ex".into()),
+                module: Some("/lib/x86_64-linux-gnu/libc.so.6".into()),
+                ..Frame::unknown(1)
+            },
+            Frame {
+                function: Some("shut_down".into()),
+                ..Frame::unknown(2)
+            },
+        ];
+        main.at_signal = Some(crate::report::AtSignal {
+            state: ThreadState::Blocked,
+            syscall: Some("epoll_wait".into()),
+            wait: None,
+        });
+        let mut w = thread(5, ThreadState::Blocked);
+        w.name = "worker-2".into();
+        let mut ts = vec![main, w];
+        let s = sig();
+        let (a, b) = (BTreeMap::new(), BTreeMap::new());
+        judge(
+            &mut ts,
+            &ctx(Some(&s), None, EndReason::GraceExpired, &a, &b),
+        );
+        let r = ts[0].reason.as_deref().unwrap();
+        assert!(
+            r.starts_with("saw SIGTERM, then blocked joining thread 5 (worker-2)"),
+            "{r}"
+        );
+        assert!(r.contains("at shut_down"), "{r}");
     }
 
     #[test]

@@ -1,1 +1,138 @@
-fn main() {}
+//! `cargo xtask <task>`: everything the project needs, from a fresh machine.
+//!
+//! - `setup`: install what building and testing need (idempotent, says what it did).
+//! - `build`: build the `stallprobe` binary (release) with its kernel programs.
+//! - `demo`: setup if needed, build, run stallprobe on the bundled demo, print the report.
+//! - `test`: setup if needed, build, run every test (unit + integration on the real kernel).
+//! - `bench`: overhead against no probes, bpftrace and offcputime (see docs/design.md).
+
+mod bench;
+mod setup;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "stallprobe project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the build and the tests need (idempotent).
+    Setup {
+        /// Only report what is missing; change nothing (exit 1 if something is).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Build target/release/stallprobe.
+    Build,
+    /// Run stallprobe on the bundled demo service and print its report.
+    Demo,
+    /// Run all tests: unit tests and integration tests against the real kernel (needs root).
+    Test {
+        /// Also run the long soak variants of the reliability tests.
+        #[arg(long)]
+        soak: bool,
+        /// Extra arguments passed to `cargo test` (after `--`), e.g. a test name filter.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Measure overhead (throughput ratios) and resource use; writes target/bench/latest.json.
+    Bench {
+        /// Runs per configuration (alternating, medians reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+        /// Only these workloads (comma-separated: pingpong,mutex,epoll,udp).
+        #[arg(long)]
+        only: Option<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.task {
+        Task::Setup { check } => setup::run(check),
+        Task::Build => build().map(|_| ()),
+        Task::Demo => demo(),
+        Task::Test { soak, args } => test(soak, &args),
+        Task::Bench { runs, secs, only } => bench::run(runs, secs, only.as_deref()),
+    };
+    if let Err(e) = r {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Build the release binary (installing the toolchain pieces first if they are missing).
+pub fn build() -> Result<std::path::PathBuf> {
+    setup::ensure()?;
+    util::step("building stallprobe (release, with its kernel programs)");
+    util::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "probe-user",
+        "--bin",
+        "stallprobe",
+    ])?;
+    let bin = util::root().join("target/release/stallprobe");
+    println!("  {}", bin.display());
+    Ok(bin)
+}
+
+fn demo() -> Result<()> {
+    let bin = build()?;
+    util::step("building the demo service (tests/workloads/c/demo_service.c, gcc -O2)");
+    let demo = util::gcc("demo_service")?;
+    util::require_root("the demo loads BPF programs")?;
+    util::step(&format!(
+        "sudo stallprobe run --stop-after 2s --grace 2s -- {}",
+        demo.display()
+    ));
+    println!(
+        "  The demo service starts a few worker threads; one request handler is stuck reading\n  \
+         from a peer that never answers. stallprobe sends SIGTERM after 2 s and, when the\n  \
+         service is still alive 2 s later, says which threads kept it alive and why.\n"
+    );
+    let st = std::process::Command::new(&bin)
+        .args(["run", "--stop-after", "2s", "--grace", "2s", "--"])
+        .arg(&demo)
+        .status()?;
+    match st.code() {
+        Some(0) | Some(1) => {
+            println!(
+                "\nstallprobe exited with {} (0: clean shutdown, 1: stalled, 2: error).",
+                st.code().unwrap()
+            );
+            Ok(())
+        }
+        other => anyhow::bail!("stallprobe failed (exit {other:?})"),
+    }
+}
+
+fn test(soak: bool, extra: &[String]) -> Result<()> {
+    let bin = build()?;
+    util::require_root("the integration tests load BPF programs")?;
+    util::step("running all tests (unit + integration on the real kernel)");
+    let mut args: Vec<String> = ["test", "--workspace", "--release", "--no-fail-fast"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push("--".into());
+    // Integration tests are timing-tolerant but share two CPUs: keep parallelism modest.
+    args.push("--test-threads=2".into());
+    args.extend(extra.iter().cloned());
+    let mut cmd = util::cargo_cmd(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    cmd.env("STALLPROBE_BIN", &bin);
+    if soak {
+        cmd.env("STALLPROBE_SOAK", "1");
+    }
+    util::run(&mut cmd)
+}

@@ -15,8 +15,8 @@ use aya_ebpf::{
 use probe_ebpf::{TASK_RECORD_MAGIC, TaskRecord, TaskState, UserRegs};
 
 use crate::maps::{
-    is_target, read_kernel, task_comm_off, task_last_arrival_off, task_pid_off, task_state,
-    task_state_off, task_tgid_off,
+    is_target, read_kernel, task_comm_off, task_flags_off, task_last_arrival_off, task_pid_off,
+    task_state, task_state_off, task_tgid_off,
 };
 
 /// `task->sched_info.last_arrival`, 0 when the kernel has no such field.
@@ -44,6 +44,12 @@ pub fn snapshot_tasks(ctx: *mut c_void) -> i32 {
         return 0;
     };
     if !is_target(tgid) {
+        return 0;
+    }
+    // PF_EXITING: the thread is on its way out (its exit event is sent or about to be); a
+    // snapshot must not bring it back.
+    const PF_EXITING: u32 = 0x4;
+    if read_kernel::<u32>(task, task_flags_off()).unwrap_or(0) & PF_EXITING != 0 {
         return 0;
     }
     let seq = unsafe { *(meta as *const *mut c_void) };

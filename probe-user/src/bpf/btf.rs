@@ -14,17 +14,27 @@ pub struct TaskOffsets {
     pub tgid: u32,
     pub comm: u32,
     pub state: u32,
+    pub flags: u32,
     /// `sched_info.last_arrival`; 0 when the kernel lacks it (CONFIG_SCHED_INFO off).
     pub last_arrival: u32,
 }
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
+/// The kernel BTF file: `$STALLPROBE_BTF` when set (a BTFHub file for a kernel that does not
+/// expose its own), else /sys/kernel/btf/vmlinux.
+pub fn vmlinux_btf_path() -> std::path::PathBuf {
+    std::env::var_os("STALLPROBE_BTF")
+        .map(Into::into)
+        .unwrap_or_else(|| VMLINUX_BTF.into())
+}
+
 impl TaskOffsets {
     pub fn from_kernel() -> Result<TaskOffsets, StallError> {
-        let btf = Btf::from_file(VMLINUX_BTF).map_err(|e| StallError::KernelFeature {
+        let path = vmlinux_btf_path();
+        let btf = Btf::from_file(&path).map_err(|e| StallError::KernelFeature {
             what: "kernel BTF".into(),
-            detail: format!("cannot read {VMLINUX_BTF}: {e}"),
+            detail: format!("cannot read {}: {e}", path.display()),
             hint: "stallprobe needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.10 or later; \
                    most distribution kernels have it)."
                 .into(),
@@ -44,6 +54,7 @@ impl TaskOffsets {
             state: off(&["__state"])
                 .or_else(|| off(&["state"]))
                 .ok_or_else(|| missing("__state"))?,
+            flags: off(&["flags"]).ok_or_else(|| missing("flags"))?,
             last_arrival: off(&["sched_info", "last_arrival"]).unwrap_or(0),
         })
     }

@@ -156,13 +156,21 @@ impl Probes {
         let words = pid_max().div_ceil(64).max(1);
         let log_level: u8 = if opts.bpf_log { 0xff } else { 0 };
         let follow: u32 = opts.follow_children.into();
+        let kbtf = aya::Btf::parse_file(btf::vmlinux_btf_path(), aya::Endianness::default())
+            .map_err(|e| StallError::KernelFeature {
+                what: "BTF type information".into(),
+                detail: e.to_string(),
+                hint: "stallprobe needs CONFIG_DEBUG_INFO_BTF=y".into(),
+            })?;
         let mut ebpf = EbpfLoader::new()
+            .btf(Some(&kbtf))
             .override_global(globals::THRESHOLD_NS, &opts.threshold_ns, true)
             .override_global(globals::SHUTDOWN_SIGMASK, &opts.shutdown_sigmask, true)
             .override_global(globals::TASK_PID_OFF, &off.pid, true)
             .override_global(globals::TASK_TGID_OFF, &off.tgid, true)
             .override_global(globals::TASK_COMM_OFF, &off.comm, true)
             .override_global(globals::TASK_STATE_OFF, &off.state, true)
+            .override_global(globals::TASK_FLAGS_OFF, &off.flags, true)
             .override_global(globals::TASK_LAST_ARRIVAL_OFF, &off.last_arrival, true)
             .override_global(globals::FOLLOW_CHILDREN, &follow, true)
             .override_global(aya_log::LEVEL, &log_level, false)
@@ -178,12 +186,6 @@ impl Probes {
         } else {
             None
         };
-
-        let kbtf = aya::Btf::from_sys_fs().map_err(|e| StallError::KernelFeature {
-            what: "BTF type information".into(),
-            detail: e.to_string(),
-            hint: "stallprobe needs CONFIG_DEBUG_INFO_BTF=y".into(),
-        })?;
 
         let mut skipped_calls = Vec::new();
         let mut fallback_reason = None;

@@ -1,4 +1,4 @@
-//! Reading another process's memory (its stack) with process_vm_readv.
+//! Reading another process's memory (its stack, a futex word) with process_vm_readv.
 
 use std::io::IoSliceMut;
 
@@ -32,4 +32,10 @@ pub fn read_stack(pid: u32, addr: u64, len: usize, map_end: Option<u64>) -> Vec<
     }
     buf.truncate(done);
     buf
+}
+
+/// Read a u32 (a futex word) at `addr` in `pid`.
+pub fn read_u32(pid: u32, addr: u64) -> Option<u32> {
+    let b = read_stack(pid, addr, 4, None);
+    Some(u32::from_ne_bytes(b.get(..4)?.try_into().ok()?))
 }

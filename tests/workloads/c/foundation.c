@@ -5,6 +5,9 @@
 //   epoll-wait          epoll_wait() on an epoll set with an idle pipe (forever)
 //   short-waits         many short futex waits (condvar timed waits of 1 ms), never blocked long
 //
+// With the argument `late`, the deadlock forms 1 s after start (so a stallprobe attached before
+// sees the calls begin) and recvfrom has a 700 ms timeout (so each call is a slow call).
+//
 // Prints one `key=value` line per wait object, then `ready`, so tests can check what stallprobe
 // reports against the truth.
 #define _GNU_SOURCE
@@ -13,6 +16,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -22,6 +26,7 @@ static pthread_mutex_t mutex_a = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t mutex_b = PTHREAD_MUTEX_INITIALIZER;
 static pthread_barrier_t both_hold_one;
 static int udp_fd, epoll_fd;
+static int late;
 
 __attribute__((noinline)) static void take_second_lock(pthread_mutex_t *m) {
     pthread_mutex_lock(m); // deadlock: the other thread holds it and waits for ours
@@ -30,6 +35,7 @@ __attribute__((noinline)) static void take_second_lock(pthread_mutex_t *m) {
 
 __attribute__((noinline)) static void *locker_a(void *arg) {
     (void)arg;
+    if (late) usleep(1000000);
     pthread_mutex_lock(&mutex_a);
     pthread_barrier_wait(&both_hold_one);
     take_second_lock(&mutex_b);
@@ -38,6 +44,7 @@ __attribute__((noinline)) static void *locker_a(void *arg) {
 
 __attribute__((noinline)) static void *locker_b(void *arg) {
     (void)arg;
+    if (late) usleep(1000000);
     pthread_mutex_lock(&mutex_b);
     pthread_barrier_wait(&both_hold_one);
     take_second_lock(&mutex_a);
@@ -90,12 +97,17 @@ __attribute__((noinline)) static void *short_waiter(void *arg) {
     return NULL;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    late = argc > 1 && strcmp(argv[1], "late") == 0;
     pthread_barrier_init(&both_hold_one, NULL, 2);
 
     udp_fd = socket(AF_INET, SOCK_DGRAM, 0);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     bind(udp_fd, (struct sockaddr *)&addr, sizeof addr);
+    if (late) {
+        struct timeval tv = {.tv_sec = 0, .tv_usec = 700000};
+        setsockopt(udp_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    }
 
     int pipefd[2];
     if (pipe(pipefd) != 0) return 1;

@@ -1,0 +1,267 @@
+//! `cargo xtask setup`: install what the build and the tests need, idempotently.
+//!
+//! - the nightly toolchain's `rust-src` (the kernel programs are built with `-Z build-std=core`);
+//! - `bpf-linker`, built against the nightly toolchain's own LLVM (no system LLVM needed): its
+//!   `lib/` points at the toolchain's libLLVM, and the binary keeps an rpath to that directory,
+//!   which therefore lives in a stable place (`$CARGO_HOME/stallprobe-llvm`), not in /tmp;
+//! - the Debian packages the tests and the bench use.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context, Result, bail};
+
+use crate::util::{self, cargo_home, path_with_cargo_bin, step};
+
+/// bpf-linker version known to work with the pinned aya crates and this nightly's LLVM.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages, and why each is needed.
+const PACKAGES: &[(&str, &str)] = &[
+    ("gcc", "builds the C workloads"),
+    ("golang-go", "builds the Go workloads"),
+    (
+        "bpftool",
+        "tests check that no BPF program or map outlives stallprobe",
+    ),
+    ("bpftrace", "bench: the bpftrace comparison"),
+    ("libbpf-tools", "bench: the offcputime comparison"),
+    ("linux-perf", "bench: CPU counters"),
+];
+
+struct Missing {
+    what: String,
+    fix: Box<dyn Fn() -> Result<()>>,
+}
+
+fn rustup(args: &[&str]) -> Command {
+    let mut c = Command::new("rustup");
+    c.args(args).env("PATH", path_with_cargo_bin());
+    c
+}
+
+fn has_nightly() -> bool {
+    util::output(&mut rustup(&["toolchain", "list"]))
+        .map(|s| s.lines().any(|l| l.starts_with("nightly")))
+        .unwrap_or(false)
+}
+
+fn has_rust_src() -> bool {
+    util::output(&mut rustup(&[
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .map(|s| s.lines().any(|l| l.starts_with("rust-src")))
+    .unwrap_or(false)
+}
+
+fn bpf_linker_ok() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .env("PATH", path_with_cargo_bin())
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        })
+}
+
+fn package_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn nightly_sysroot() -> Result<PathBuf> {
+    let s = util::output(&mut rustup(&[
+        "run", "nightly", "rustc", "--print", "sysroot",
+    ]))?;
+    Ok(PathBuf::from(s.trim()))
+}
+
+/// Point `$CARGO_HOME/stallprobe-llvm/lib` at the nightly toolchain's libLLVM and build
+/// bpf-linker against it.
+fn install_bpf_linker() -> Result<()> {
+    let lib = nightly_sysroot()?.join("lib");
+    let mut versioned = None; // libLLVM.so.22.1-rust-1.97.0-nightly
+    let mut plain = None; // libLLVM-22-rust-1.97.0-nightly.so
+    for e in std::fs::read_dir(&lib).with_context(|| format!("reading {}", lib.display()))? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if name.starts_with("libLLVM.so.") {
+            versioned = Some(name);
+        } else if name.starts_with("libLLVM-") && name.ends_with(".so") {
+            plain = Some(name);
+        }
+    }
+    let (Some(versioned), Some(plain)) = (versioned, plain) else {
+        bail!(
+            "the nightly toolchain has no libLLVM in {} (is the `rustc` component installed?)",
+            lib.display()
+        );
+    };
+    let major: String = plain
+        .trim_start_matches("libLLVM-")
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    let prefix = cargo_home().join("stallprobe-llvm");
+    let dir = prefix.join("lib");
+    std::fs::create_dir_all(&dir)?;
+    for (link, target) in [(versioned.as_str(), &versioned), ("libLLVM.so", &plain)] {
+        let l = dir.join(link);
+        let _ = std::fs::remove_file(&l);
+        std::os::unix::fs::symlink(lib.join(target), &l)
+            .with_context(|| format!("linking {}", l.display()))?;
+    }
+    println!(
+        "  LLVM {major} from {} (linked in {})",
+        lib.display(),
+        dir.display()
+    );
+    util::run(
+        rustup(&[
+            "run",
+            "nightly",
+            "cargo",
+            "install",
+            "bpf-linker",
+            "--version",
+            &format!("={BPF_LINKER_VERSION}"),
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major}"),
+            "--force",
+        ])
+        .env("LLVM_PREFIX", &prefix),
+    )
+}
+
+fn install_packages(pkgs: &[&str]) -> Result<()> {
+    if !util::is_root() {
+        bail!(
+            "Debian packages missing ({}): run `sudo cargo xtask setup`, or `sudo apt-get install {}`",
+            pkgs.join(", "),
+            pkgs.join(" ")
+        );
+    }
+    util::run(
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    util::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(pkgs)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn missing() -> Vec<Missing> {
+    let mut m = Vec::new();
+    if !has_nightly() {
+        m.push(Missing {
+            what: "the nightly Rust toolchain".into(),
+            fix: Box::new(|| {
+                util::run(&mut rustup(&[
+                    "toolchain",
+                    "install",
+                    "nightly",
+                    "--profile",
+                    "minimal",
+                ]))
+            }),
+        });
+    }
+    if !has_nightly() || !has_rust_src() {
+        m.push(Missing {
+            what: "rust-src for the nightly toolchain".into(),
+            fix: Box::new(|| {
+                util::run(&mut rustup(&[
+                    "component",
+                    "add",
+                    "rust-src",
+                    "--toolchain",
+                    "nightly",
+                ]))
+            }),
+        });
+    }
+    if !bpf_linker_ok() {
+        m.push(Missing {
+            what: format!(
+                "bpf-linker {BPF_LINKER_VERSION} (built against the nightly toolchain's LLVM)"
+            ),
+            fix: Box::new(install_bpf_linker),
+        });
+    }
+    let pkgs: Vec<&'static str> = PACKAGES
+        .iter()
+        .filter(|(p, _)| !package_installed(p))
+        .map(|(p, _)| *p)
+        .collect();
+    if !pkgs.is_empty() {
+        let why: Vec<String> = PACKAGES
+            .iter()
+            .filter(|(p, _)| pkgs.contains(p))
+            .map(|(p, w)| format!("{p} ({w})"))
+            .collect();
+        m.push(Missing {
+            what: format!("Debian packages: {}", why.join(", ")),
+            fix: Box::new(move || install_packages(&pkgs)),
+        });
+    }
+    m
+}
+
+/// `cargo xtask setup [--check]`.
+pub fn run(check_only: bool) -> Result<()> {
+    step("checking what the build and the tests need");
+    let todo = missing();
+    if todo.is_empty() {
+        println!(
+            "  everything is in place: nightly rust-src, bpf-linker {BPF_LINKER_VERSION}, Debian packages ({})",
+            PACKAGES
+                .iter()
+                .map(|(p, _)| *p)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Ok(());
+    }
+    for m in &todo {
+        println!("  missing: {}", m.what);
+    }
+    if check_only {
+        bail!(
+            "{} item(s) missing; `cargo xtask setup` installs them",
+            todo.len()
+        );
+    }
+    for m in todo {
+        step(&format!("installing {}", m.what));
+        (m.fix)()?;
+    }
+    let left = missing();
+    if !left.is_empty() {
+        bail!(
+            "still missing after setup: {}",
+            left.iter()
+                .map(|m| m.what.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    println!("\n  setup done");
+    Ok(())
+}
+
+/// Run the setup when something is missing (used by build, demo, test, bench).
+pub fn ensure() -> Result<()> {
+    if missing().is_empty() {
+        return Ok(());
+    }
+    run(false)
+}

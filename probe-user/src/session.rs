@@ -181,6 +181,8 @@ struct ThreadTrack {
     stats: Option<Box<TaskState>>,
     obs: Option<Observation>,
     exited_ns: Option<u64>,
+    /// The kernel's exit event for this thread was processed.
+    exit_event_seen: bool,
     announced: Option<BlockKey>,
     stacks: Option<(Option<BlockKey>, Stacks)>,
     /// Its state at the last look before the first shutdown signal.
@@ -206,6 +208,7 @@ impl ThreadTrack {
             stats: None,
             obs: None,
             exited_ns: None,
+            exit_event_seen: false,
             announced: None,
             stacks: None,
             at_signal: None,
@@ -507,10 +510,27 @@ impl Session {
             }
             Event::ThreadExit(x) => {
                 let after = self.rel_signal_ms(x.ts_ns);
+                // The thread may already have been moved to `exited` by a snapshot that no
+                // longer saw it: complete that entry rather than adding a second one.
+                if let Some(t) = self
+                    .exited
+                    .iter_mut()
+                    .rev()
+                    .find(|t| t.tid == x.tid && !t.exit_event_seen)
+                    && !self.threads.contains_key(&x.tid)
+                {
+                    t.exit_event_seen = true;
+                    t.exited_ns = Some(x.ts_ns);
+                    if x.state.is_some() {
+                        t.stats = x.state;
+                    }
+                    return;
+                }
                 let mut t = self
                     .threads
                     .remove(&x.tid)
                     .unwrap_or_else(|| ThreadTrack::new(x.tid, x.tgid, &x.comm));
+                t.exit_event_seen = true;
                 t.exited_ns = Some(x.ts_ns);
                 if x.state.is_some() {
                     t.stats = x.state;
@@ -580,6 +600,7 @@ impl Session {
         let name = self
             .threads
             .get(&sc.tid)
+            .or_else(|| self.exited.iter().rev().find(|t| t.tid == sc.tid))
             .map(|t| t.name.clone())
             .or_else(|| procfs::read_comm(sc.tgid, sc.tid))
             .unwrap_or_default();

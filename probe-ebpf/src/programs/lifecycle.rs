@@ -108,6 +108,12 @@ fn process_exec(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let old_pid: i32 = ctx.arg(1);
+    // A new program: statistics of the old image (e.g. `stallprobe run`'s pre-exec wait) go.
+    let task = unsafe { bpf_get_current_task_btf() };
+    if let Some(st) = task_state(task.cast(), false) {
+        *st = unsafe { core::mem::zeroed() };
+        st.inflight.call = probe_ebpf::CALL_NONE;
+    }
     let now = unsafe { bpf_ktime_get_ns() };
     let Some(mut entry) = reserve::<ExecEvent>(counter::DROP_LIFECYCLE) else {
         return 0;

@@ -11,6 +11,7 @@ use blazesym::{
     symbolize::{
         Input, Symbolized, Symbolizer as Blaze,
         cache::{self, Cache},
+        evict::{self, Evict},
         source::{Process, Source},
     },
 };
@@ -73,15 +74,23 @@ impl Symbolizer {
     /// after it exits. Cheap to call again.
     pub fn prepare(&mut self, pid: u32) {
         if self.prepared.insert(pid) {
-            let _ = self
-                .blaze
-                .cache(&Cache::Process(cache::Process::new(Pid::from(pid))));
+            // Caching fails as a whole when a perf map is asked for and there is none: ask for
+            // it first (JIT runtimes), then for the mappings alone.
+            let with_perf_map = cache::Process::new(Pid::from(pid));
+            if self.blaze.cache(&Cache::Process(with_perf_map)).is_err() {
+                let mut vmas_only = cache::Process::new(Pid::from(pid));
+                vmas_only.cache_perf_map = false;
+                let _ = self.blaze.cache(&Cache::Process(vmas_only));
+            }
         }
     }
 
-    /// Forget a process (it exited or exec'd).
+    /// Forget a process (it exited or exec'd): its cached mappings describe an old image.
     pub fn forget(&mut self, pid: u32) {
         self.prepared.remove(&pid);
+        let _ = self
+            .blaze
+            .evict(&Evict::Process(evict::Process::new(Pid::from(pid))));
     }
 
     /// Symbolize the frames of one stack of process `pid`. Each address yields one frame, or

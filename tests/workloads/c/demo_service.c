@@ -25,7 +25,7 @@ static int upstream[2]; // [0]: our end; nobody ever writes to [1]
 
 static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t queue_cond = PTHREAD_COND_INITIALIZER;
-static int queued_jobs;
+static int queued_jobs[4]; // per worker (1..3)
 
 static void on_sigterm(int sig) {
     (void)sig;
@@ -48,12 +48,12 @@ static void *worker(void *arg) {
     int id = (int)(long)arg;
     for (;;) {
         pthread_mutex_lock(&queue_lock);
-        while (queued_jobs == 0 && !atomic_load(&stopping)) pthread_cond_wait(&queue_cond, &queue_lock);
+        while (queued_jobs[id] == 0 && !atomic_load(&stopping)) pthread_cond_wait(&queue_cond, &queue_lock);
         if (atomic_load(&stopping)) {
             pthread_mutex_unlock(&queue_lock);
             return NULL;
         }
-        queued_jobs--;
+        queued_jobs[id]--;
         pthread_mutex_unlock(&queue_lock);
         handle_job(id);
     }
@@ -89,7 +89,7 @@ int main(int argc, char **argv) {
 
     // One job per worker; worker-2's goes upstream.
     pthread_mutex_lock(&queue_lock);
-    queued_jobs = 3;
+    for (int i = 1; i <= 3; i++) queued_jobs[i] = 1;
     pthread_cond_broadcast(&queue_cond);
     pthread_mutex_unlock(&queue_lock);
 

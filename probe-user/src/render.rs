@@ -61,6 +61,8 @@ pub fn fmt_dur_ms(ms: f64) -> String {
         format!("{:.1}m", ms / 60_000.0)
     } else if ms >= 1000.0 {
         format!("{:.2}s", ms / 1000.0)
+    } else if ms >= 100.0 {
+        format!("{ms:.0}ms")
     } else if ms >= 1.0 {
         format!("{ms:.1}ms")
     } else if ms > 0.0 {

@@ -268,6 +268,12 @@ impl ProcTrack {
     }
 }
 
+/// Exited threads kept for the report; more are counted, not listed.
+const MAX_EXITED: usize = 2000;
+/// Timeline entries kept.
+const MAX_TIMELINE: usize = 2000;
+/// Shutdown signals kept (a flood of SIGHUPs must not grow memory).
+const MAX_SIGNALS: usize = 100;
 /// How far two estimates of when a thread last ran may differ and still be the same block.
 const SCHED_JITTER_NS: u64 = 20_000_000;
 /// Keep at most this many slow calls with stacks in the report (all are counted).
@@ -283,8 +289,10 @@ pub struct Session {
     main_pid: Option<u32>,
     procs: BTreeMap<u32, ProcTrack>,
     threads: BTreeMap<u32, ThreadTrack>,
-    /// Threads that exited (kept apart: their tid may be reused).
-    exited: Vec<ThreadTrack>,
+    /// Threads that exited (kept apart: their tid may be reused). Bounded: see `retire`.
+    exited: std::collections::VecDeque<ThreadTrack>,
+    /// Exited threads dropped from `exited` to bound memory (thread churn).
+    exited_not_listed: u64,
     stacks: StackCollector,
     signals: Vec<SignalInfo>,
     slow_calls: Vec<SlowCallReport>,
@@ -338,7 +346,8 @@ impl Session {
             main_pid: None,
             procs: BTreeMap::new(),
             threads: BTreeMap::new(),
-            exited: Vec::new(),
+            exited: std::collections::VecDeque::new(),
+            exited_not_listed: 0,
             stacks: StackCollector::new(),
             signals: Vec::new(),
             slow_calls: Vec::new(),
@@ -420,6 +429,34 @@ impl Session {
         let _ = self.probes.remove_target(pid);
     }
 
+    /// Move an exited thread to the `exited` list, keeping it bounded: under thread churn the
+    /// oldest short-lived threads are dropped (and counted), so memory stays flat.
+    fn retire(&mut self, t: ThreadTrack) {
+        self.exited.push_back(t);
+        if self.exited.len() > MAX_EXITED {
+            let threshold = self.opts.threshold.as_nanos() as u64;
+            let shutdown = self.shutdown_signal().map(|s| s.ts_ns);
+            // Prefer dropping threads that never blocked long and exited before any signal.
+            let boring = |t: &ThreadTrack| {
+                let long = t
+                    .stats
+                    .as_ref()
+                    .is_some_and(|s| s.stats.iter().any(|c| c.max_ns >= threshold));
+                let after_signal = matches!((t.exited_ns, shutdown), (Some(e), Some(s)) if e >= s);
+                !long && !after_signal && t.exit_event_seen
+            };
+            let idx = self.exited.iter().position(boring).unwrap_or(0);
+            self.exited.remove(idx);
+            self.exited_not_listed += 1;
+        }
+    }
+
+    fn add_timeline(&mut self, entry: (u64, String, Option<u32>)) {
+        if self.timeline.len() < MAX_TIMELINE {
+            self.timeline.push(entry);
+        }
+    }
+
     fn last_thread_exit(&self, pid: u32) -> Option<u64> {
         self.exited
             .iter()
@@ -491,7 +528,7 @@ impl Session {
                     }
                 }
                 let name = signals::name(s.sig);
-                self.timeline.push((
+                self.add_timeline((
                     s.ts_ns,
                     format!(
                         "{name} to pid {} from pid {} ({})",
@@ -506,7 +543,9 @@ impl Session {
                     sender_comm: s.sender_comm.clone(),
                     first,
                 });
-                self.signals.push(s);
+                if self.signals.len() < MAX_SIGNALS {
+                    self.signals.push(s);
+                }
             }
             Event::ThreadExit(x) => {
                 let after = self.rel_signal_ms(x.ts_ns);
@@ -539,7 +578,7 @@ impl Session {
                     o.state = ThreadState::Exited;
                 }
                 if self.shutdown_signal().is_some() {
-                    self.timeline.push((
+                    self.add_timeline((
                         x.ts_ns,
                         format!("thread {} ({}) exited", x.tid, t.name),
                         Some(x.tid),
@@ -551,7 +590,7 @@ impl Session {
                         after_signal_ms: after,
                     });
                 }
-                self.exited.push(t);
+                self.retire(t);
             }
             Event::Fork {
                 parent_tgid,
@@ -567,7 +606,7 @@ impl Session {
                         .or_insert_with(|| ProcTrack::read(child_pid, Some(parent_tgid)));
                     self.stacks.prepare(child_pid);
                 }
-                self.timeline.push((
+                self.add_timeline((
                     ts_ns,
                     format!(
                         "pid {parent_tgid} started child process {child_pid}{}",
@@ -588,8 +627,7 @@ impl Session {
                     .get(&tgid)
                     .map(|p| p.exe.clone())
                     .unwrap_or_default();
-                self.timeline
-                    .push((ts_ns, format!("pid {tgid} exec'd {exe}"), None));
+                self.add_timeline((ts_ns, format!("pid {tgid} exec'd {exe}"), None));
                 live.push(LiveEvent::Exec { pid: tgid, exe });
             }
         }
@@ -672,7 +710,7 @@ impl Session {
                 if let Some(o) = t.obs.as_mut() {
                     o.state = ThreadState::Exited;
                 }
-                self.exited.push(t);
+                self.retire(t);
             }
         }
         // Process exits.
@@ -701,14 +739,13 @@ impl Session {
                         }
                     }
                 }
-                self.timeline
-                    .push((at, format!("process {pid} exited"), None));
                 live.push(LiveEvent::ProcessExited {
                     pid,
                     exit_code: p.exit_code,
                     killed_by: p.killed_by.clone(),
                     after_signal_ms: after,
                 });
+                self.add_timeline((at, format!("process {pid} exited"), None));
             }
             // Its pid may be reused by an unrelated process: stop probing it.
             let _ = self.probes.remove_target(pid);
@@ -725,7 +762,7 @@ impl Session {
                     if let Some(o) = t.obs.as_mut() {
                         o.state = ThreadState::Exited;
                     }
-                    self.exited.push(t);
+                    self.retire(t);
                 }
             }
         }
@@ -1015,6 +1052,15 @@ impl Session {
         timeline.sort_by_key(|e| e.t_ms);
 
         let mut notes = self.notes.clone();
+        if self.exited_not_listed > 0 {
+            notes.push(format!(
+                "{} short-lived threads exited without blocking past the threshold and are not listed (thread churn)",
+                self.exited_not_listed
+            ));
+        }
+        if self.timeline.len() >= MAX_TIMELINE {
+            notes.push(format!("the timeline is cut at {MAX_TIMELINE} entries"));
+        }
         match end {
             EndReason::TargetExited if self.shutdown_signal().is_none() => notes.push(
                 "the target exited while being watched; the report shows what was seen until then"

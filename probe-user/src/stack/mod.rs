@@ -31,7 +31,15 @@ pub struct Stacks {
 pub struct StackCollector {
     unwinders: HashMap<u32, ProcessUnwinder>,
     symbols: Symbolizer,
+    /// Symbolized frames by (pid, lookup address): thousands of threads blocked in the same
+    /// place share their frames, and symbolization is the expensive part.
+    frames: HashMap<(u32, u64), Vec<Frame>>,
+    /// Per process: the unwinder's `maps_version` when blazesym last cached its mappings.
+    cached_maps: HashMap<u32, u64>,
 }
+
+/// Entries in the frame cache before it is cleared (bounds memory on long runs).
+const MAX_CACHED_FRAMES: usize = 100_000;
 
 impl StackCollector {
     pub fn new() -> StackCollector {
@@ -40,16 +48,39 @@ impl StackCollector {
 
     /// Load a process's unwind tables and cache its mappings for symbolization (while alive).
     pub fn prepare(&mut self, pid: u32) {
-        self.unwinders
+        let u = self
+            .unwinders
             .entry(pid)
             .or_insert_with(|| ProcessUnwinder::new(pid));
+        self.cached_maps.insert(pid, u.maps_version);
         self.symbols.prepare(pid);
+    }
+
+    /// The process's mappings changed since blazesym cached them (the dynamic loader mapped
+    /// libraries after exec, dlopen, JIT): cache them again while the process is alive, and
+    /// forget frames that were unknown under the old mappings.
+    fn recache_if_maps_changed(&mut self, pid: u32) {
+        let Some(u) = self.unwinders.get_mut(&pid) else {
+            return;
+        };
+        u.refresh();
+        let version = u.maps_version;
+        if self.cached_maps.get(&pid) == Some(&version) {
+            return;
+        }
+        self.cached_maps.insert(pid, version);
+        self.symbols.forget(pid);
+        self.symbols.prepare(pid);
+        self.frames
+            .retain(|(p, _), f| *p != pid || f.iter().all(|fr| fr.function.is_some()));
     }
 
     /// The process exec'd or went away: drop what was loaded for its old image.
     pub fn forget(&mut self, pid: u32) {
         self.unwinders.remove(&pid);
         self.symbols.forget(pid);
+        self.frames.retain(|(p, _), _| *p != pid);
+        self.cached_maps.remove(&pid);
     }
 
     fn unwinder(&mut self, pid: u32) -> &mut ProcessUnwinder {
@@ -85,20 +116,54 @@ impl StackCollector {
     }
 
     fn symbolize(&mut self, pid: u32, regs: UserRegs, raw: &[RawFrame]) -> Vec<Frame> {
-        if raw.is_empty() {
-            // Not even the first frame: report the instruction pointer alone.
-            return if regs.ip != 0 {
-                self.symbols.symbolize(
-                    pid,
-                    &[RawFrame {
-                        addr: regs.ip,
-                        lookup: regs.ip,
-                    }],
-                )
-            } else {
-                Vec::new()
-            };
+        let only_ip;
+        let raw = if raw.is_empty() {
+            if regs.ip == 0 {
+                return Vec::new();
+            }
+            // Not even the first frame unwound: report the instruction pointer alone.
+            only_ip = [RawFrame {
+                addr: regs.ip,
+                lookup: regs.ip,
+            }];
+            &only_ip[..]
+        } else {
+            raw
+        };
+        let missing: Vec<RawFrame> = raw
+            .iter()
+            .filter(|f| !self.frames.contains_key(&(pid, f.lookup)))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            self.recache_if_maps_changed(pid);
+            if self.frames.len() > MAX_CACHED_FRAMES {
+                self.frames.clear();
+            }
+            let symbolized = self.symbols.symbolize(pid, &missing);
+            // Group the output back per address (inlined functions share one).
+            for f in &missing {
+                let group: Vec<Frame> = symbolized
+                    .iter()
+                    .filter(|s| s.addr == f.addr)
+                    .cloned()
+                    .collect();
+                self.frames.insert((pid, f.lookup), group);
+            }
         }
-        self.symbols.symbolize(pid, raw)
+        raw.iter()
+            .flat_map(|f| {
+                let mut g = self
+                    .frames
+                    .get(&(pid, f.lookup))
+                    .cloned()
+                    .unwrap_or_default();
+                // The cache is keyed by lookup address; the frame shows its own address.
+                for fr in &mut g {
+                    fr.addr = f.addr;
+                }
+                g
+            })
+            .collect()
     }
 }

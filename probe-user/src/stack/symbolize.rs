@@ -136,6 +136,16 @@ fn push_frames(out: &mut Vec<Frame>, rf: &RawFrame, sym: &Symbolized<'_>) {
         chain.push((demangle(&f.name), loc(f.code_info.as_ref())));
     }
     for (i, (name, loc)) in chain.into_iter().enumerate().rev() {
+        // glibc's syscall wrappers inline a helper of the same name: one frame is enough.
+        if let Some(prev) = out.last_mut()
+            && prev.addr == rf.addr
+            && prev.inlined
+            && prev.function.as_deref() == Some(name.as_str())
+        {
+            prev.inlined = i > 0;
+            prev.offset = (i == 0).then_some(s.offset as u64);
+            continue;
+        }
         out.push(Frame {
             addr: rf.addr,
             function: Some(name),

@@ -53,6 +53,8 @@ pub struct ProcessUnwinder {
     maps: Vec<Mapping>,
     /// Mappings whose file could not be opened or parsed (reported as "unknown" frames).
     pub failed: Vec<String>,
+    /// Bumped whenever the mappings change (exec'd loader mapping libc, dlopen, JIT).
+    pub maps_version: u64,
 }
 
 /// Upper bound on frames per stack (deep recursion stays bounded).
@@ -67,6 +69,7 @@ impl ProcessUnwinder {
             modules: BTreeMap::new(),
             maps: Vec::new(),
             failed: Vec::new(),
+            maps_version: 0,
         };
         u.refresh();
         u
@@ -81,6 +84,9 @@ impl ProcessUnwinder {
         let Some(maps) = procfs::read_maps(self.pid) else {
             return;
         };
+        if maps != self.maps {
+            self.maps_version += 1;
+        }
         for m in maps.iter().filter(|m| m.is_exec() && m.is_file()) {
             if self.modules.get(&m.start) == Some(&m.end) {
                 continue;

@@ -198,6 +198,17 @@ pub struct InFlight {
     pub call: u16,
     pub flags: u16,
     pub _pad: u32,
+    /// Non-zero: the call was interrupted by a signal at this time and will be restarted (by the
+    /// kernel, -ERESTART*) or retried by the caller. A re-entry of the same call on the same
+    /// object continues the same block (same `start_ns`, not counted as a wake-up).
+    pub interrupted_ns: u64,
+}
+
+/// `-ERESTARTSYS`, `-ERESTARTNOINTR`, `-ERESTARTNOHAND`, `-ERESTART_RESTARTBLOCK`: a syscall
+/// interrupted by a signal, to be restarted (or turned into EINTR) after the handler.
+#[inline(always)]
+pub fn is_restart(ret: i64) -> bool {
+    (-516..=-512).contains(&ret) && ret != -515
 }
 
 /// Number of log2 buckets: bucket `i` counts calls that took `[2^i, 2^(i+1))` ns (bucket 0 also
@@ -419,12 +430,12 @@ pub mod maps {
 pub const RINGBUF_BYTES: u32 = 8 << 20;
 
 const _: () = {
-    assert!(core::mem::size_of::<InFlight>() == 40);
+    assert!(core::mem::size_of::<InFlight>() == 48);
     assert!(core::mem::size_of::<CallStats>() == 184);
-    assert!(core::mem::size_of::<TaskState>() == 40 + 16 + 184 * NUM_CALLS);
+    assert!(core::mem::size_of::<TaskState>() == 48 + 16 + 184 * NUM_CALLS);
     assert!(core::mem::size_of::<EventHeader>() == 24);
     assert!(core::mem::size_of::<UserRegs>() == 24);
-    assert!(core::mem::size_of::<SlowCallEvent>() == 24 + 40 + 16 + 24 + 16 + STACK_COPY_MAX);
+    assert!(core::mem::size_of::<SlowCallEvent>() == 24 + 48 + 16 + 24 + 16 + STACK_COPY_MAX);
     assert!(core::mem::size_of::<SignalEvent>() == 24 + 24 + 16);
     assert!(core::mem::size_of::<ThreadExitEvent>() % 8 == 0);
     assert!(core::mem::size_of::<TaskRecord>() == 88);

@@ -60,6 +60,8 @@ pub struct CallRecord {
     pub obj: u64,
     pub arg: u64,
     pub timeout: Timeout,
+    /// Non-zero: interrupted by a signal at this time, to be restarted (see the ABI).
+    pub interrupted_ns: u64,
 }
 
 impl CallRecord {
@@ -86,6 +88,7 @@ impl CallRecord {
             obj: f.obj,
             arg: f.arg,
             timeout,
+            interrupted_ns: f.interrupted_ns,
         })
     }
 
@@ -386,6 +389,7 @@ mod tests {
             call: Call::Futex as u16,
             flags: 0,
             _pad: 0,
+            interrupted_ns: 0,
         };
         let off = std::mem::offset_of!(SlowCallEvent, call);
         buf[off..off + size_of::<InFlight>()].copy_from_slice(&bytes_of(&f));

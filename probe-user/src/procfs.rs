@@ -281,6 +281,16 @@ pub fn list_tids(pid: u32) -> Vec<u32> {
     v
 }
 
+/// /proc/PID/task/TID/schedstat: ns on a CPU, ns waiting on a run queue (and time slices).
+pub fn parse_schedstat(s: &str) -> Option<(u64, u64)> {
+    let mut it = s.split_whitespace();
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+pub fn read_schedstat(pid: u32, tid: u32) -> Option<(u64, u64)> {
+    read(task_path(pid, tid).join("schedstat")).and_then(|s| parse_schedstat(&s))
+}
+
 /// What an fd points to (`socket:[123]`, `pipe:[45]`, `/path`, `anon_inode:[eventpoll]`).
 pub fn read_fd_target(pid: u32, fd: u64) -> Option<String> {
     fs::read_link(proc_path(pid).join("fd").join(fd.to_string()))
@@ -367,6 +377,15 @@ mod tests {
     }
 
     #[test]
+    fn schedstat() {
+        assert_eq!(
+            parse_schedstat("2460000000 1200 17\n"),
+            Some((2_460_000_000, 1200))
+        );
+        assert_eq!(parse_schedstat(""), None);
+    }
+
+    #[test]
     fn nspid() {
         let s = "Name:\tx\nNSpid:\t4242\t7\nPPid:\t1\n";
         assert_eq!(parse_nspid(s), vec![4242, 7]);
@@ -384,6 +403,7 @@ mod tests {
             let _ = parse_kernel_stack(&s);
             let _ = parse_maps(&s);
             let _ = parse_nspid(&s);
+            let _ = parse_schedstat(&s);
         }
 
         #[test]

@@ -452,7 +452,7 @@ pub fn text(r: &Report, st: Style) -> String {
             r.slow_calls_total
         );
         for s in r.slow_calls.iter().take(20) {
-            let at = crate::session::top_app_frame(&s.stack)
+            let at = crate::stack::top_app_frame(&s.stack)
                 .map(|f| format!(" at {f}"))
                 .unwrap_or_default();
             let _ = writeln!(

@@ -253,6 +253,8 @@ pub struct SessionInfo {
     pub threshold_ms: f64,
     pub interval_ms: f64,
     pub watched_ms: u64,
+    /// stallprobe's own peak resident memory (VmHWM), in kB.
+    pub peak_rss_kb: u64,
     pub probed_calls: Vec<&'static str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unprobed_calls: Vec<&'static str>,

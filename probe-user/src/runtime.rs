@@ -142,7 +142,42 @@ pub static RULES: &[Rule] = &[
         frames: &["runtime.sysmon", "runtime.usleep"],
         syscalls: &[],
     },
+    // ---- tokio: workers park in futex (condvar) or in the I/O driver's epoll_wait. -----------
+    Rule {
+        runtime: Runtime::Tokio,
+        what: "tokio worker parked with no task",
+        name_prefixes: &[],
+        frames: &[
+            "tokio::runtime::scheduler::multi_thread::park",
+            "tokio::runtime::scheduler::multi_thread::worker::Context::park",
+            "tokio::runtime::scheduler::current_thread::Context::park",
+        ],
+        syscalls: &["futex", "epoll_wait", "epoll_pwait", "epoll_pwait2"],
+    },
+    Rule {
+        runtime: Runtime::Tokio,
+        what: "tokio blocking-pool thread waiting for work",
+        name_prefixes: &[],
+        frames: &["tokio::runtime::blocking::pool::Inner::run"],
+        syscalls: FUTEX,
+    },
+    Rule {
+        runtime: Runtime::Tokio,
+        what: "thread waiting in tokio's Runtime::block_on for the async main",
+        name_prefixes: &[],
+        frames: &[
+            "tokio::runtime::park::CachedParkThread::block_on",
+            "tokio::runtime::park::CachedParkThread::park",
+        ],
+        syscalls: FUTEX,
+    },
 ];
+
+/// Rules of `rule_rt` apply to a target detected as `rt`. Tokio is a library inside a native
+/// binary, and its frames are unambiguous, so its rules also apply to "native" targets.
+fn applies(rule_rt: Runtime, rt: Runtime) -> bool {
+    rule_rt == rt || (rule_rt == Runtime::Tokio && rt == Runtime::Native)
+}
 
 /// The rule that makes this thread a runtime thread, if any.
 pub fn classify(
@@ -152,7 +187,7 @@ pub fn classify(
     stack: &[Frame],
 ) -> Option<&'static Rule> {
     RULES.iter().find(|r| {
-        r.runtime == runtime
+        applies(r.runtime, runtime)
             && (r.name_prefixes.is_empty() || r.name_prefixes.iter().any(|p| name.starts_with(p)))
             && (r.syscalls.is_empty() || syscall.is_some_and(|s| r.syscalls.contains(&s)))
             && (r.frames.is_empty()
@@ -215,6 +250,33 @@ mod tests {
             "main.worker",
         ]);
         assert!(classify(Runtime::Go, "w", Some("read"), &s).is_none());
+    }
+
+    #[test]
+    fn tokio_idle_worker_and_block_on() {
+        let idle = stack(&[
+            "std::sys::pal::unix::futex::futex_wait",
+            "tokio::runtime::scheduler::multi_thread::park::Inner::park_condvar",
+            "tokio::runtime::scheduler::multi_thread::park::Parker::park",
+        ]);
+        assert!(classify(Runtime::Tokio, "tokio-runtime-w", Some("futex"), &idle).is_some());
+        // Also when the binary was not recognised as tokio.
+        assert!(classify(Runtime::Native, "tokio-runtime-w", Some("futex"), &idle).is_some());
+        let main = stack(&[
+            "tokio::runtime::park::CachedParkThread::park",
+            "tokio::runtime::park::CachedParkThread::block_on",
+        ]);
+        assert!(classify(Runtime::Tokio, "app", Some("futex"), &main).is_some());
+    }
+
+    #[test]
+    fn tokio_worker_blocked_in_a_sync_read_is_app() {
+        let busy = stack(&[
+            "<std::sys::net::connection::socket::unix::Socket>::recv_with_flags",
+            "tokio_select::refresh_from_peer",
+            "tokio::runtime::task::core::Core<T,S>::poll",
+        ]);
+        assert!(classify(Runtime::Tokio, "tokio-runtime-w", Some("recvfrom"), &busy).is_none());
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::{
     },
     runtime::{self, Role, Runtime},
     signals,
-    stack::{StackCollector, Stacks},
+    stack::{StackCollector, Stacks, top_app_frame},
     syscalls, verdict,
 };
 
@@ -189,8 +189,9 @@ struct ThreadTrack {
     at_signal: Option<AtSignal>,
     first_cpu_ticks: Option<u64>,
     cpu_ticks: u64,
-    /// (time, cpu ticks) at each look after the shutdown signal, for spin detection.
-    cpu_after_signal: Vec<(u64, u64)>,
+    /// (time, ns on a CPU, ns waiting for a CPU) at each look after the shutdown signal, for
+    /// spin detection (from /proc/PID/task/TID/schedstat).
+    cpu_after_signal: Vec<(u64, u64, u64)>,
     spin_samples: Vec<Vec<Frame>>,
 }
 
@@ -571,6 +572,9 @@ impl Session {
                     .unwrap_or_else(|| ThreadTrack::new(x.tid, x.tgid, &x.comm));
                 t.exit_event_seen = true;
                 t.exited_ns = Some(x.ts_ns);
+                if !x.comm.is_empty() {
+                    t.name = x.comm.clone(); // the name at exit is the latest one
+                }
                 if x.state.is_some() {
                     t.stats = x.state;
                 }
@@ -785,12 +789,20 @@ impl Session {
             let ticks = st.utime + st.stime;
             t.first_cpu_ticks.get_or_insert(ticks);
             t.cpu_ticks = ticks;
-            if after_signal.is_some() {
-                t.cpu_after_signal.push((now, ticks));
-            }
+        }
+        if after_signal.is_some()
+            && let Some((run, wait)) = procfs::read_schedstat(s.tgid, s.tid)
+        {
+            t.cpu_after_signal.push((now, run, wait));
         }
         let running = s.kstate == 0 || stat.as_ref().is_some_and(|st| st.state == 'R');
-        let in_flight = s.in_flight();
+        // A call interrupted by a signal is still the thread's wait if the kernel restarted it
+        // (same syscall, or restart_syscall); otherwise the record is stale.
+        let in_flight = s.in_flight().filter(|c| {
+            c.interrupted_ns == 0
+                || matches!(procfs::read_syscall(s.tgid, s.tid),
+                    Some(SyscallState::InSyscall { nr, .. }) if nr == c.call.nr() || nr == syscalls::RESTART_SYSCALL)
+        });
         let obs = if running {
             Observation {
                 at_ns: now,
@@ -1019,7 +1031,7 @@ impl Session {
         let spin: BTreeMap<u32, f64> = self
             .threads
             .values()
-            .map(|t| (t.tid, cpu_share(&t.cpu_after_signal, clk)))
+            .map(|t| (t.tid, runnable_share(&t.cpu_after_signal)))
             .collect();
         let main_pid = self.main_pid.unwrap_or(0);
         let target = self
@@ -1121,6 +1133,13 @@ impl Session {
                 threshold_ms: self.opts.threshold.as_secs_f64() * 1000.0,
                 interval_ms: self.opts.interval.as_secs_f64() * 1000.0,
                 watched_ms: now.saturating_sub(self.attach_ns) / 1_000_000,
+                peak_rss_kb: std::fs::read_to_string("/proc/self/status")
+                    .ok()
+                    .and_then(|s| {
+                        procfs::status_field(&s, "VmHWM")
+                            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                    })
+                    .unwrap_or(0),
                 probed_calls: Call::ALL
                     .iter()
                     .filter(|c| !self.probes.skipped_calls.contains(c))
@@ -1156,12 +1175,14 @@ fn describe_obs(pid: u32, o: &Observation, now: u64) -> AtSignal {
     }
 }
 
-/// Share of one CPU a thread used over its looks after the signal (1.0 = spinning all the time).
-fn cpu_share(samples: &[(u64, u64)], clk: u64) -> f64 {
+/// Share of the time since the signal that a thread was runnable: on a CPU or waiting for one
+/// (1.0 = it never slept). Waiting time counts so that a spinner on a busy machine, which gets
+/// only part of a CPU, is still recognised.
+fn runnable_share(samples: &[(u64, u64, u64)]) -> f64 {
     match (samples.first(), samples.last()) {
         (Some(a), Some(b)) if b.0 > a.0 + 50_000_000 => {
-            let cpu_ns = (b.1.saturating_sub(a.1)) as f64 * 1e9 / clk as f64;
-            cpu_ns / (b.0 - a.0) as f64
+            let busy = b.1.saturating_sub(a.1) + b.2.saturating_sub(a.2);
+            (busy as f64 / (b.0 - a.0) as f64).min(1.0)
         }
         _ => 0.0,
     }
@@ -1194,6 +1215,7 @@ fn call_from_args(call: Call, args: &[u64; 6], start_ns: u64) -> Option<CallReco
         obj,
         arg,
         timeout,
+        interrupted_ns: 0,
     })
 }
 
@@ -1230,25 +1252,4 @@ pub fn wait_of_call(pid: u32, c: &CallRecord, now: u64) -> Option<Wait> {
             timeout_ms,
         },
     })
-}
-
-/// The first frame outside libc/ld.so/vdso and the runtime's own waiting code: where the
-/// application itself is waiting.
-pub fn top_app_frame(stack: &[Frame]) -> Option<String> {
-    stack
-        .iter()
-        .find(|f| f.function.is_some() && !is_system_frame(f))
-        .or_else(|| stack.first())
-        .map(Frame::short)
-}
-
-/// Frames of the C library, the dynamic loader or the vDSO.
-pub fn is_system_frame(f: &Frame) -> bool {
-    let m = f.module.as_deref().unwrap_or("");
-    let base = crate::report::basename(m);
-    base.starts_with("libc.so")
-        || base.starts_with("libc-")
-        || base.starts_with("ld-linux")
-        || base.starts_with("libpthread")
-        || base == "[vdso]"
 }

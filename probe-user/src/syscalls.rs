@@ -1,6 +1,9 @@
 //! x86_64 syscall names, for threads asleep in calls stallprobe does not probe (read from
 //! /proc/PID/task/TID/syscall), and which of them take an fd as first argument.
 
+/// restart_syscall(2): how the kernel resumes an interrupted wait with a timeout.
+pub const RESTART_SYSCALL: u32 = 219;
+
 /// Name of syscall `nr`, or `syscall_<nr>`.
 pub fn name(nr: u32) -> String {
     let n = match nr {
@@ -39,6 +42,7 @@ pub fn name(nr: u32) -> String {
         130 => "rt_sigsuspend",
         202 => "futex",
         208 => "io_getevents",
+        219 => "restart_syscall",
         220 => "semtimedop",
         230 => "clock_nanosleep",
         232 => "epoll_wait",

@@ -10,8 +10,9 @@ use crate::{
     events::SignalInfo,
     report::{ShutdownReport, ThreadReport, ThreadState, Verdict, Wait},
     runtime::{self, Role, Runtime},
-    session::{EndReason, top_app_frame},
+    session::EndReason,
     signals,
+    stack::top_app_frame,
 };
 
 /// Exit code when at least one thread is flagged / the process stalled.
@@ -25,7 +26,7 @@ pub struct Context<'a> {
     pub attach_ns: u64,
     pub now_ns: u64,
     pub end: EndReason,
-    /// Per tid: share of a CPU used since the signal (1.0 = on CPU all the time).
+    /// Per tid: share of the time since the signal it was runnable (on or waiting for a CPU).
     pub cpu_share_after_signal: &'a BTreeMap<u32, f64>,
     /// Per pid: the detected runtime.
     pub runtimes: &'a BTreeMap<u32, Runtime>,
@@ -248,7 +249,7 @@ fn reason_for(
                 .unwrap_or(at);
             if cpu_share >= SPIN_SHARE {
                 format!(
-                    "spinning: on a CPU {:.0}% of the time since {sig}{at}",
+                    "spinning: runnable {:.0}% of the time since {sig}, never blocking{at}",
                     cpu_share * 100.0
                 )
             } else {

@@ -356,3 +356,265 @@ pub fn assert_frame(t: &Value, function: &str, file: &str) {
         "frame {function} has no line: {f}"
     );
 }
+
+// ---- Shutdown verdicts: a stop signal, a grace period, the report ----
+
+/// A fresh path for a JSON report (`target/workloads/reports/<tag>-<pid>-<n>.json`). Reports are
+/// left there after the test, to look at when one fails.
+pub fn report_path(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let d = workload_dir().join("reports");
+    std::fs::create_dir_all(&d).unwrap();
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = d.join(format!("{tag}-{}-{n}.json", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+fn read_report(path: &Path, run: &Run) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!(
+            "stallprobe wrote no report to {} ({e}); exit {}\nstdout:\n{}\nstderr:\n{}",
+            path.display(),
+            run.code,
+            run.stdout,
+            run.stderr
+        )
+    });
+    serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "the report {} is not JSON ({e}); exit {}\nstderr:\n{}",
+            path.display(),
+            run.code,
+            run.stderr
+        )
+    })
+}
+
+/// `stallprobe run --stop-after <stop_after> --grace <grace> --format json -o FILE -- cmd...`:
+/// start `cmd` under the probes, send it SIGTERM after `stop_after`, judge its shutdown. The
+/// report goes to a file, so whatever the workload prints cannot mix with it.
+pub fn run_and_stop(
+    tag: &str,
+    cmd: &[&str],
+    stop_after: &str,
+    grace: &str,
+    timeout: Duration,
+) -> (Run, Value) {
+    let out = report_path(tag);
+    let mut args = vec![
+        "run",
+        "--stop-after",
+        stop_after,
+        "--grace",
+        grace,
+        "--format",
+        "json",
+        "-o",
+        out.to_str().unwrap(),
+        "--",
+    ];
+    args.extend_from_slice(cmd);
+    let run = stallprobe(&args, timeout);
+    let report = read_report(&out, &run);
+    (run, report)
+}
+
+/// `stallprobe --pid N --grace <grace> --format json -o FILE` on a running workload; once
+/// stallprobe says it is watching, wait `delay` and send the workload SIGTERM from this process
+/// (`kill -TERM N`). `--duration 45s` bounds the watch should the signal go unseen (the verdict
+/// is then "observed").
+pub fn attach_and_stop(
+    tag: &str,
+    w: &Workload,
+    grace: &str,
+    delay: Duration,
+    timeout: Duration,
+) -> (Run, Value) {
+    let out = report_path(tag);
+    let pid = w.pid().to_string();
+    let start = Instant::now();
+    let mut child = Command::new(stallprobe_bin())
+        .args(["--pid", &pid, "--grace", grace, "--duration", "45s"])
+        .args(["--format", "json", "-o", out.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start stallprobe");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stdout), &mut s);
+        s
+    });
+    let (watching_tx, watching_rx) = std::sync::mpsc::channel::<()>();
+    let err_reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("watching pid") {
+                let _ = watching_tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    // Attached (or stallprobe gave up: the channel closes); then the stop signal.
+    let _ = watching_rx.recv_timeout(Duration::from_secs(30));
+    std::thread::sleep(delay);
+    w.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for stallprobe") {
+            break st;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "stallprobe --pid did not finish within {timeout:?}\nstderr:\n{}",
+                err_reader.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let run = Run {
+        code: status.code().unwrap_or(-1),
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+        elapsed: start.elapsed(),
+    };
+    let report = read_report(&out, &run);
+    (run, report)
+}
+
+/// The report in a few lines (verdict, summary, one line per thread), for assertion messages.
+pub fn describe(report: &Value) -> String {
+    let mut s = format!(
+        "verdict {} (runtime {}), summary {}\n",
+        report["verdict"], report["target"]["runtime"], report["summary"]
+    );
+    for t in threads(report) {
+        s.push_str(&format!(
+            "  tid {} {:?} state={} syscall={} flagged={} role={} woke_after_signal={} reason={} stack={:?}\n",
+            t["tid"],
+            t["name"].as_str().unwrap_or(""),
+            t["state"],
+            t["syscall"],
+            t["flagged"],
+            t["role"],
+            t["woke_after_signal"],
+            t["reason"],
+            stack_functions(t),
+        ));
+    }
+    s
+}
+
+/// The live (not exited) threads of a report.
+pub fn live_threads(report: &Value) -> Vec<&Value> {
+    threads(report)
+        .iter()
+        .filter(|t| t["state"] != "exited")
+        .collect()
+}
+
+/// Verdict "stalled", exit code 1, the stop signal seen, the process still alive.
+#[track_caller]
+pub fn assert_stalled(run: &Run, report: &Value) {
+    assert_eq!(
+        report["verdict"],
+        "stalled",
+        "verdict\n{}stderr:\n{}",
+        describe(report),
+        run.stderr
+    );
+    assert_eq!(run.code, 1, "exit code\n{}", describe(report));
+    assert_eq!(
+        report["shutdown"]["signal"], "SIGTERM",
+        "{}",
+        report["shutdown"]
+    );
+    assert_eq!(
+        report["shutdown"]["process_exited"], false,
+        "{}",
+        report["shutdown"]
+    );
+}
+
+/// Verdict "clean", exit code 0, nothing flagged, the process exited (with code 0) within grace.
+#[track_caller]
+pub fn assert_clean(run: &Run, report: &Value) {
+    assert_eq!(
+        report["verdict"],
+        "clean",
+        "verdict\n{}stderr:\n{}",
+        describe(report),
+        run.stderr
+    );
+    assert_eq!(run.code, 0, "exit code\n{}", describe(report));
+    assert_eq!(
+        flagged_names(report),
+        Vec::<String>::new(),
+        "{}",
+        describe(report)
+    );
+    let sd = &report["shutdown"];
+    assert_eq!(sd["signal"], "SIGTERM", "{sd}");
+    assert_eq!(sd["process_exited"], true, "{sd}");
+    let after = sd["exited_after_ms"].as_i64().unwrap_or(i64::MAX);
+    let grace = sd["grace_ms"].as_i64().unwrap_or(0);
+    assert!(
+        (0..=grace).contains(&after),
+        "exited {after} ms after the signal, grace {grace}: {sd}"
+    );
+    assert_eq!(report["target"]["exited"], true, "{}", report["target"]);
+}
+
+/// Exactly these threads are flagged (names, any order; a name twice for two threads).
+#[track_caller]
+pub fn assert_flagged_exactly(report: &Value, names: &[&str]) {
+    let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(
+        flagged_names(report),
+        want,
+        "flagged threads\n{}",
+        describe(report)
+    );
+}
+
+/// The one flagged thread named `name`.
+#[track_caller]
+pub fn flagged_thread<'a>(report: &'a Value, name: &str) -> &'a Value {
+    let v: Vec<&Value> = threads(report)
+        .iter()
+        .filter(|t| t["flagged"] == true && t["name"] == name)
+        .collect();
+    assert_eq!(
+        v.len(),
+        1,
+        "flagged threads named {name:?}\n{}",
+        describe(report)
+    );
+    v[0]
+}
+
+/// The thread's reason starts with `prefix` and mentions each of `contains`.
+#[track_caller]
+pub fn assert_reason(t: &Value, prefix: &str, contains: &[&str]) {
+    let r = t["reason"].as_str().unwrap_or("");
+    assert!(
+        r.starts_with(prefix),
+        "thread {} reason {r:?}, expected it to start with {prefix:?}",
+        t["name"]
+    );
+    for c in contains {
+        assert!(
+            r.contains(c),
+            "thread {} reason {r:?}, expected it to mention {c:?}",
+            t["name"]
+        );
+    }
+}

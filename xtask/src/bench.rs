@@ -1,7 +1,304 @@
-//! `cargo xtask bench` (see docs/design.md for what is measured and why).
+//! `cargo xtask bench`: stallprobe's overhead, against no probes, bpftrace and offcputime, and
+//! its resource use.
+//!
+//! - Throughput of four C workloads (tests/workloads/bench/: futex ping-pong, mutex work queue,
+//!   epoll echo server, UDP receiver) under each configuration ([`tools::Config`]), alternating
+//!   configurations run after run so slow drifts of a noisy host hit all of them alike; medians,
+//!   ratios to the baseline and min-max spreads.
+//! - Each workload sets up, prints its pid and waits for a go byte on stdin; the tool is started
+//!   and waited for until it is attached, then the workload measures for `--secs` (after a 100 ms
+//!   warm-up) and prints its rate; then the tool is stopped with SIGINT.
+//! - stallprobe's attach time, its memory on a 1,000-thread target, and the time from grace
+//!   expiry to the report on a 200-thread target that ignores SIGTERM.
+//!
+//! Results: a table, the issue's targets with PASS/FAIL, and target/bench/latest.json with every
+//! run. Missed targets do not fail the command.
+
+mod extras;
+mod proc;
+mod report;
+mod tools;
+mod workloads;
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Result, bail};
+use serde_json::json;
 
-pub fn run(_runs: usize, _secs: f64, _only: Option<&str>) -> Result<()> {
-    bail!("the bench is not written yet")
+use crate::util::{self, step};
+use report::RunRecord;
+use tools::{Config, Tools};
+use workloads::Workload;
+
+/// Extra measurements' sizes.
+const MEMORY_THREADS: u32 = 1000;
+const MEMORY_WATCH: Duration = Duration::from_secs(3);
+const GRACE_THREADS: u32 = 200;
+const GRACE_RUNS: usize = 3;
+const ATTACH_RUNS: usize = 5;
+
+pub fn run(runs: usize, secs: f64, only: Option<&str>) -> Result<()> {
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    if !(secs > 0.0 && secs <= 600.0) {
+        bail!("--secs must be between 0 and 600");
+    }
+    let workloads = Workload::select(only)?;
+    util::require_root("the bench loads BPF programs")?;
+    let started = Instant::now();
+    let stallprobe = crate::build()?;
+    step("building the bench workloads (tests/workloads/bench/*.c, gcc -O2 -g -pthread)");
+    let bins = workloads::build()?;
+    let tools = Tools::find(stallprobe)?;
+    let configs: Vec<Config> = Config::ALL.to_vec();
+    for c in &configs {
+        if let Some(why) = tools.missing(*c) {
+            println!("  {}: skipped, {why}", c.name());
+        }
+    }
+    let machine = machine_info(&tools);
+    let loadavg_start = loadavg();
+
+    step(&format!(
+        "throughput: {} workload(s) x {} configurations x {runs} runs of {secs} s, alternating",
+        workloads.len(),
+        configs.len()
+    ));
+    for w in &workloads {
+        println!("  {:<9} {}", w.name(), w.describe());
+    }
+    let mut records: Vec<RunRecord> = Vec::new();
+    for round in 1..=runs {
+        for &w in &workloads {
+            for &c in &configs {
+                let r = run_one(round, w, c, &tools, &bins, secs);
+                print_progress(runs, &r);
+                records.push(r);
+            }
+        }
+    }
+
+    step("attach time, memory and time to report");
+    let attach = report_err("attach time", extras::attach_time(&tools, ATTACH_RUNS));
+    let memory = report_err(
+        "memory",
+        extras::memory(&tools, &bins, MEMORY_THREADS, MEMORY_WATCH),
+    );
+    let grace = report_err(
+        "grace",
+        extras::grace(&tools, &bins, GRACE_THREADS, GRACE_RUNS),
+    );
+
+    let cells = report::cells(&records, &workloads, &configs);
+    let targets = report::targets(
+        &cells,
+        &workloads,
+        attach.as_ref(),
+        memory.as_ref(),
+        grace.as_ref(),
+    );
+    step("results");
+    println!(
+        "  {} | {} CPUs | {} | kernel {}",
+        machine["cpu_model"].as_str().unwrap_or("?"),
+        machine["nproc"],
+        machine["date"].as_str().unwrap_or("?"),
+        machine["kernel"].as_str().unwrap_or("?"),
+    );
+    report::print_table(&cells, &configs);
+    report::print_targets(&targets);
+    let noisy: Vec<&String> = {
+        let mut v: Vec<&String> = records.iter().flat_map(|r| &r.foreign_tracers).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    if !noisy.is_empty() {
+        println!(
+            "\nwarning: other tracers ran during {} of {} runs ({}): they slow the probed syscalls \
+             of every configuration, the baseline included; re-run on a quiet host",
+            records
+                .iter()
+                .filter(|r| !r.foreign_tracers.is_empty())
+                .count(),
+            records.len(),
+            noisy
+                .iter()
+                .take(6)
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+
+    let out_dir = util::root().join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let path = out_dir.join("latest.json");
+    let doc = json!({
+        "schema": "stallprobe-bench/1",
+        "machine": machine,
+        "loadavg": { "start": loadavg_start, "end": loadavg() },
+        "params": {
+            "runs": runs,
+            "secs": secs,
+            "warmup_secs": 0.1,
+            "workloads": workloads.iter().map(|w| json!({"name": w.name(), "what": w.describe()})).collect::<Vec<_>>(),
+            "configs": configs.iter().map(|c| json!({"name": c.name(), "what": c.describe()})).collect::<Vec<_>>(),
+            "order": "for each round: for each workload: every configuration in the order above",
+        },
+        "summary": cells,
+        "targets": targets,
+        "attach_time": attach,
+        "memory": memory,
+        "grace": grace,
+        "foreign_tracers_seen": noisy,
+        "total_secs": started.elapsed().as_secs_f64(),
+        "runs": records,
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")?;
+    println!(
+        "\nall runs, medians, ratios and machine info: {} ({:.0} s in total)",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// One workload under one configuration. Every process it starts is gone when it returns.
+fn run_one(
+    round: usize,
+    w: Workload,
+    c: Config,
+    tools: &Tools,
+    bins: &std::path::Path,
+    secs: f64,
+) -> RunRecord {
+    let mut rec = RunRecord {
+        round,
+        workload: w,
+        config: c.name(),
+        ops_per_sec: None,
+        measurement: None,
+        tool: Default::default(),
+        host: Default::default(),
+        foreign_tracers: Vec::new(),
+        error: None,
+    };
+    if let Some(why) = tools.missing(c) {
+        rec.error = Some(why);
+        return rec;
+    }
+    let result = (|| -> Result<()> {
+        let mut running = w.start(bins, secs)?;
+        let attached = tools.attach(c, running.pid())?;
+        let mut ours = running.pids();
+        ours.extend(attached.pids());
+        ours.push(std::process::id());
+        rec.foreign_tracers = proc::foreign_tracers(&ours);
+        let cpu0 = proc::HostCpu::now(&ours);
+        running.go()?;
+        let m = running.result(secs);
+        rec.host = cpu0.load_until(&proc::HostCpu::now(&ours));
+        rec.foreign_tracers.extend(proc::foreign_tracers(&ours));
+        rec.foreign_tracers.sort();
+        rec.foreign_tracers.dedup();
+        // Stop the tool while the target is still alive (as a user would), then the workload.
+        running.freeze();
+        rec.tool = attached.detach();
+        running.stop();
+        let m = m?;
+        rec.ops_per_sec = Some(m.ops_per_sec);
+        rec.measurement = Some(m);
+        Ok(())
+    })();
+    if let Err(e) = result {
+        rec.error = Some(format!("{e:#}"));
+    }
+    rec
+}
+
+fn print_progress(runs: usize, r: &RunRecord) {
+    let what = match (&r.ops_per_sec, &r.error) {
+        (Some(v), _) => format!("{v:>12.0} ops/s"),
+        (None, Some(e)) => format!("error: {}", e.lines().next().unwrap_or("")),
+        (None, None) => "?".into(),
+    };
+    let mut extra = String::new();
+    if let Some(a) = r.tool.attach_secs {
+        extra.push_str(&format!("  attach {a:.2}s"));
+    }
+    if let Some(p) = &r.tool.problem {
+        extra.push_str(&format!("  ({p})"));
+    }
+    if r.is_noisy() {
+        extra.push_str(&format!(
+            "  [noisy: others used {:.0}% CPU{}]",
+            r.host.others_cpu_pct,
+            if r.foreign_tracers.is_empty() {
+                String::new()
+            } else {
+                format!(", {} other tracer(s)", r.foreign_tracers.len())
+            }
+        ));
+    }
+    println!(
+        "  [{}/{runs}] {:<9} {:<17} {what}{extra}",
+        r.round,
+        r.workload.name(),
+        r.config
+    );
+}
+
+fn report_err<T>(what: &str, r: Result<T>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            println!("  {what}: error: {e:#}");
+            None
+        }
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn machine_info(tools: &Tools) -> serde_json::Value {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let cpu_model = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|x| x.1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let cmd = |prog: &str, args: &[&str]| {
+        Command::new(prog)
+            .args(args)
+            .current_dir(util::root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let dirty = cmd("git", &["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
+    json!({
+        "kernel": cmd("uname", &["-r"]).unwrap_or_else(|| read("/proc/sys/kernel/osrelease")),
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": cpu_model,
+        "date": cmd("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        "git_commit": cmd("git", &["rev-parse", "HEAD"]),
+        "git_dirty": dirty,
+        "stallprobe": tools.stallprobe_version(),
+        "bpftrace": tools.bpftrace_version(),
+        "offcputime": tools.offcputime.as_ref().map(|p| p.display().to_string()),
+    })
 }

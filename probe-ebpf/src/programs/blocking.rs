@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use probe_ebpf::{
     CALL_NONE, Call, EventHeader, HIST_BUCKETS, InFlight, STACK_CHUNK, STACK_COPY_MAX,
-    SlowCallEvent, UserRegs, counter, event_kind, futex_op, inflight_flags,
+    SlowCallEvent, TaskState, UserRegs, counter, event_kind, futex_op, inflight_flags, is_restart,
 };
 
 use crate::maps::{count, is_target, reserve, shutdown_ts, task_state, threshold_ns};
@@ -93,6 +93,7 @@ pub fn enter(call: Call, regs: &Regs) {
         call: call as u16,
         flags: 0,
         _pad: 0,
+        interrupted_ns: 0,
     };
     match call {
         Call::Futex => {
@@ -139,8 +140,44 @@ pub fn enter(call: Call, regs: &Regs) {
     let Some(st) = task_state(task.cast(), true) else {
         return;
     };
-    f.start_ns = unsafe { bpf_ktime_get_ns() };
+    let prev = st.inflight;
+    let now = unsafe { bpf_ktime_get_ns() };
+    if prev.call != CALL_NONE && prev.interrupted_ns != 0 {
+        // Restarts follow the handler at once; a late re-entry is a new wait.
+        if prev.call == f.call && prev.obj == f.obj && now - prev.interrupted_ns < RESTART_WINDOW_NS
+        {
+            // The same wait again right after a signal handler: one block, not a wake-up.
+            st.inflight.interrupted_ns = 0;
+            return;
+        }
+        // The interrupted call really ended when it was interrupted.
+        account(
+            st,
+            prev.call as usize,
+            prev.interrupted_ns.saturating_sub(prev.start_ns),
+        );
+    }
+    f.start_ns = now;
     st.inflight = f;
+}
+
+/// How soon after an interruption a re-entry of the same wait still counts as a restart.
+const RESTART_WINDOW_NS: u64 = 50_000_000;
+
+/// Add one call's duration to the thread's histogram for `call`.
+#[inline(always)]
+fn account(st: &mut TaskState, call: usize, dur: u64) {
+    let Some(s) = st.stats.get_mut(call) else {
+        return;
+    };
+    s.count += 1;
+    s.total_ns += dur;
+    if dur > s.max_ns {
+        s.max_ns = dur;
+    }
+    if let Some(b) = s.buckets.get_mut(bucket(dur)) {
+        *b += 1;
+    }
 }
 
 /// log2 bucket of a duration in ns.
@@ -173,21 +210,17 @@ pub fn exit(call: Call, regs: &Regs, ret: i64) {
     if f.call != call as u16 {
         return; // entered before we attached, or storage was unavailable at entry
     }
-    st.inflight.call = CALL_NONE;
     let now = unsafe { bpf_ktime_get_ns() };
-    let dur = now.saturating_sub(f.start_ns);
-
-    let Some(s) = st.stats.get_mut(call as usize) else {
+    if is_restart(ret) {
+        // Interrupted by a signal; the kernel restarts it after the handler (or the caller
+        // retries): keep the record so the block continues. Accounted when it really ends.
+        st.inflight.interrupted_ns = now;
         return;
-    };
-    s.count += 1;
-    s.total_ns += dur;
-    if dur > s.max_ns {
-        s.max_ns = dur;
     }
-    if let Some(b) = s.buckets.get_mut(bucket(dur)) {
-        *b += 1;
-    }
+    st.inflight.call = CALL_NONE;
+    st.inflight.interrupted_ns = 0;
+    let dur = now.saturating_sub(f.start_ns);
+    account(st, call as usize, dur);
 
     let sd = shutdown_ts();
     if sd != 0 && now >= sd {

@@ -167,3 +167,140 @@ impl StackCollector {
             .collect()
     }
 }
+
+/// Libraries whose frames are never "where the application waits".
+const SYSTEM_MODULES: &[&str] = &[
+    "libc.so",
+    "libc-",
+    "ld-linux",
+    "libpthread",
+    "[vdso]",
+    "libstdc++",
+    "libgcc_s",
+    "libjvm.so",
+    "libpython3",
+    "libnode",
+    "libuv",
+    "libcoreclr",
+    "libz.so",
+    "libssl",
+    "libcrypto",
+];
+
+/// Function-name prefixes of standard libraries and runtimes linked into the binary itself
+/// (Rust std, tokio, Go's runtime and standard packages, glibc internals).
+const SYSTEM_FUNCTIONS: &[&str] = &[
+    "std::",
+    "<std::",
+    "core::",
+    "<core::",
+    "alloc::",
+    "<alloc::",
+    "tokio::",
+    "<tokio::",
+    "parking_lot",
+    "<parking_lot",
+    "crossbeam_",
+    "<crossbeam_",
+    "mio::",
+    "<mio::",
+    "futures_",
+    "<futures_",
+    "__rust",
+    "runtime.",
+    "runtime/",
+    "syscall.",
+    "internal/",
+    "os.",
+    "os/",
+    "io.",
+    "net.",
+    "sync.",
+    "time.",
+    "bufio.",
+    "__libc",
+    "__GI_",
+    "__pthread",
+    "pthread_",
+    "__futex",
+    "futex_",
+    "__lll",
+    "___pthread",
+    "__clone",
+    "start_thread",
+    "clone3",
+    "_start",
+    "_Py",
+    "Py",
+];
+
+/// Frames of the C library, the dynamic loader, the vDSO, or a language's standard library and
+/// runtime: not where the application itself decided to wait.
+pub fn is_system_frame(f: &Frame) -> bool {
+    let module = crate::report::basename(f.module.as_deref().unwrap_or(""));
+    if SYSTEM_MODULES.iter().any(|m| module.starts_with(m)) {
+        return true;
+    }
+    let func = f.function.as_deref().unwrap_or("");
+    SYSTEM_FUNCTIONS.iter().any(|p| func.starts_with(p))
+}
+
+/// Where the application itself is waiting: the first named frame that is not a system frame
+/// (falls back to the first frame).
+pub fn top_app_frame(stack: &[Frame]) -> Option<String> {
+    stack
+        .iter()
+        .find(|f| f.function.is_some() && !is_system_frame(f))
+        .or_else(|| stack.first())
+        .map(Frame::short)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(func: &str, module: &str) -> Frame {
+        Frame {
+            function: Some(func.into()),
+            module: Some(module.into()),
+            file: Some("x.rs".into()),
+            line: Some(3),
+            ..Frame::unknown(1)
+        }
+    }
+
+    #[test]
+    fn skips_libc_std_and_runtimes() {
+        let rust = [
+            f("std::sys::pal::unix::futex::futex_wait", "/bin/app"),
+            f("std::sync::mutex::Mutex<T>::lock", "/bin/app"),
+            f("mutex_deadlock::take_second", "/bin/app"),
+        ];
+        assert_eq!(
+            top_app_frame(&rust).unwrap(),
+            "mutex_deadlock::take_second (x.rs:3)"
+        );
+        let go = [
+            f("runtime/internal/syscall.Syscall6", "/bin/g"),
+            f("syscall.read", "/bin/g"),
+            f("main.readCommand", "/bin/g"),
+        ];
+        assert_eq!(top_app_frame(&go).unwrap(), "main.readCommand (x.rs:3)");
+        let tokio = [
+            f(
+                "<std::sys::net::connection::socket::unix::Socket>::recv_with_flags",
+                "/bin/t",
+            ),
+            f("tokio_select::refresh_from_peer", "/bin/t"),
+        ];
+        assert_eq!(
+            top_app_frame(&tokio).unwrap(),
+            "tokio_select::refresh_from_peer (x.rs:3)"
+        );
+        let c = [
+            f("__GI___libc_read", "/lib/x86_64-linux-gnu/libc.so.6"),
+            f("fetch", "/bin/c"),
+        ];
+        assert_eq!(top_app_frame(&c).unwrap(), "fetch (x.rs:3)");
+    }
+}

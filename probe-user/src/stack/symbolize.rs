@@ -101,15 +101,30 @@ impl Symbolizer {
         }
         let src = Source::Process(Process::new(Pid::from(pid)));
         let addrs: Vec<u64> = raw.iter().map(|f| f.lookup).collect();
-        let results = self.blaze.symbolize(&src, Input::AbsAddr(&addrs));
         let mut out = Vec::with_capacity(raw.len());
-        match results {
-            Ok(syms) => {
-                for (rf, sym) in raw.iter().zip(syms) {
-                    push_frames(&mut out, rf, &sym);
-                }
+        if let Ok(syms) = self.blaze.symbolize(&src, Input::AbsAddr(&addrs)) {
+            for (rf, sym) in raw.iter().zip(syms) {
+                push_frames(&mut out, rf, &sym);
             }
-            Err(_) => out.extend(raw.iter().map(|rf| Frame::unknown(rf.addr))),
+            return out;
+        }
+        // One bad module (corrupt DWARF, say) fails the whole batch: go address by address,
+        // and for an address that still fails, use the ELF symbol table alone.
+        let mut no_dwarf = Process::new(Pid::from(pid));
+        no_dwarf.debug_syms = false;
+        let no_dwarf = Source::Process(no_dwarf);
+        for rf in raw {
+            let one = self
+                .blaze
+                .symbolize_single(&src, Input::AbsAddr(rf.lookup))
+                .or_else(|_| {
+                    self.blaze
+                        .symbolize_single(&no_dwarf, Input::AbsAddr(rf.lookup))
+                });
+            match one {
+                Ok(sym) => push_frames(&mut out, rf, &sym),
+                Err(_) => out.push(Frame::unknown(rf.addr)),
+            }
         }
         out
     }

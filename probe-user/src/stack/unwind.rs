@@ -33,6 +33,31 @@ impl Deref for SectionData {
     }
 }
 
+/// A PT_LOAD program header, as far as mapping addresses goes.
+#[derive(Clone, Copy, Debug)]
+struct Segment {
+    offset: u64,
+    filesz: u64,
+    vaddr: u64,
+    exec: bool,
+}
+
+/// The stated virtual address (SVMA) of the first byte of a mapping of the file at
+/// `map_offset`: `p_vaddr + (map_offset - p_offset)` for the segment the mapping shows.
+/// Segments need not start on a page boundary (lld puts .text at p_offset 0x16440, mapped from
+/// offset 0x16000), so match page-aligned, and prefer executable segments.
+fn svma_of_mapping(segments: &[Segment], map_offset: u64) -> Option<u64> {
+    let seg = segments
+        .iter()
+        .filter(|s| s.offset & !0xfff <= map_offset && map_offset < s.offset + s.filesz.max(1))
+        .max_by_key(|s| (s.exec, s.offset))?;
+    (seg.vaddr + map_offset).checked_sub(seg.offset)
+}
+
+fn segment_is_exec(s: &object::Segment<'_, '_>) -> bool {
+    matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0)
+}
+
 /// One address of an unwound stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawFrame {
@@ -124,14 +149,16 @@ impl ProcessUnwinder {
         if obj.format() != object::BinaryFormat::Elf {
             return None;
         }
-        // base_avma = map_start - (p_vaddr + (map_offset - p_offset)) of the segment holding it.
-        let seg = obj.segments().find(|s| {
-            let (off, size) = s.file_range();
-            off <= m.offset && m.offset < off + size.max(1)
-        })?;
-        let (seg_off, _) = seg.file_range();
-        let svma_of_map_start = seg.address() + (m.offset - seg_off);
-        let base_avma = m.start.checked_sub(svma_of_map_start)?;
+        let segments: Vec<Segment> = obj
+            .segments()
+            .map(|s| Segment {
+                offset: s.file_range().0,
+                filesz: s.file_range().1,
+                vaddr: s.address(),
+                exec: segment_is_exec(&s),
+            })
+            .collect();
+        let base_avma = m.start.checked_sub(svma_of_mapping(&segments, m.offset)?)?;
 
         let section = |name: &str| -> Option<(std::ops::Range<u64>, SectionData)> {
             let s = obj.section_by_name(name)?;
@@ -214,5 +241,46 @@ impl ProcessUnwinder {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(offset: u64, filesz: u64, vaddr: u64, exec: bool) -> Segment {
+        Segment {
+            offset,
+            filesz,
+            vaddr,
+            exec,
+        }
+    }
+
+    #[test]
+    fn lld_layout_with_unaligned_text_segment() {
+        // readelf -l of a Rust (lld) binary: the r-x mapping starts at file offset 0x16000.
+        let segs = [
+            seg(0, 0x16438, 0, false),
+            seg(0x16440, 0x434a0, 0x17440, true),
+            seg(0x598e0, 0x2e08, 0x5b8e0, false),
+        ];
+        assert_eq!(svma_of_mapping(&segs, 0x16000), Some(0x17000));
+    }
+
+    #[test]
+    fn gnu_ld_layout() {
+        let segs = [
+            seg(0, 0x6c0, 0, false),
+            seg(0x1000, 0x2b5, 0x1000, true),
+            seg(0x2000, 0x1a4, 0x2000, false),
+        ];
+        assert_eq!(svma_of_mapping(&segs, 0x1000), Some(0x1000));
+        assert_eq!(svma_of_mapping(&segs, 0x2000), Some(0x2000));
+    }
+
+    #[test]
+    fn no_segment() {
+        assert_eq!(svma_of_mapping(&[seg(0, 0x100, 0, true)], 0x5000), None);
     }
 }

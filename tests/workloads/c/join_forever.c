@@ -1,6 +1,6 @@
 // join_forever — failure 4, joining a thread that never ends.
 //
-// The "worker" thread waits for a job to finish by polling a flag every 100 ms (usleep: a
+// The "worker" thread waits for a job to finish by polling a flag once a second (usleep: a
 // clock_nanosleep, outside the probed calls); it never looks at the stop flag, and the job
 // never finishes. The main thread, renamed "main", has a SIGTERM handler that sets
 // `got_sigterm`; it pause()s until then, sets `stop_worker` and joins the worker: forever.
@@ -31,7 +31,7 @@ static void on_sigterm(int sig) {
 __attribute__((noipa)) long wait_for_job(void) {
     long polls = 0;
     while (!job_finished) {
-        usleep(100 * 1000);
+        usleep(1000 * 1000);
         polls++;
     }
     return polls;

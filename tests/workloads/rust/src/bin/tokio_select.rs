@@ -13,20 +13,31 @@
 //! through `tokio_select::refresh_from_peer`. The other worker and main (parked in block_on) are
 //! the tokio runtime's own idle threads: role "runtime", not flagged.
 //!
-//! `--ready`: print `peer_port=N` and `ready` on stdout once the task is stuck. Without it,
-//! nothing is printed on stdout.
+//! `--ready`: print `peer_port=N` and `ready` on stdout as the task enters the blocking read.
+//! Without it, nothing is printed on stdout.
 
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
+    sync::atomic::{AtomicBool, AtomicU16, Ordering},
     time::Duration,
 };
 
 use tokio::signal::unix::{SignalKind, signal};
 
+static READY_MODE: AtomicBool = AtomicBool::new(false);
+static PEER_PORT: AtomicU16 = AtomicU16::new(0);
+
 #[inline(never)]
 fn refresh_from_peer(peer: &mut TcpStream) -> std::io::Result<u64> {
     peer.write_all(b"GET /config\n")?;
+    if READY_MODE.swap(false, Ordering::SeqCst) {
+        // Announced from here, not from main after a tokio sleep: with this worker stuck in
+        // the read, that sleep never completed (nobody was left driving the runtime's timers).
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "peer_port={}\nready", PEER_PORT.load(Ordering::SeqCst));
+        let _ = out.flush();
+    }
     let mut buf = [0u8; 64];
     let n = peer.read(&mut buf)?; // blocking read on a runtime worker: never returns
     Ok(buf[..n].iter().map(|&b| b as u64).sum())
@@ -59,18 +70,17 @@ async fn serve(mut peer: TcpStream) -> u64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let ready = std::env::args().nth(1).as_deref() == Some("--ready");
+    READY_MODE.store(
+        std::env::args().nth(1).as_deref() == Some("--ready"),
+        Ordering::SeqCst,
+    );
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().unwrap().port();
+    PEER_PORT.store(port, Ordering::SeqCst);
     let ours = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     let (_peer_side, _) = listener.accept().expect("accept"); // held open, never written to
 
     let server = tokio::spawn(serve(ours));
-    if ready {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        println!("peer_port={port}\nready");
-        std::io::stdout().flush().unwrap();
-    }
     let ticks = server.await.expect("serve task");
     eprintln!("tokio_select: served {ticks} ticks");
 }

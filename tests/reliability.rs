@@ -1,0 +1,589 @@
+//! Reliability: conditions that try to break stallprobe. Each one must end with a valid report
+//! (or a clear error), never a panic, a hang, or something left behind in the kernel.
+
+use std::{
+    collections::BTreeSet,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use nix::sys::signal::Signal;
+use stallprobe_tests::*;
+
+const RUN: Duration = Duration::from_secs(120);
+
+fn start(bin: &std::path::Path, args: &[&str]) -> Workload {
+    require_root();
+    Workload::start(Command::new(bin).args(args), Duration::from_secs(60))
+}
+
+fn no_panic(run: &Run) {
+    assert!(
+        !run.stderr.contains("panicked"),
+        "stallprobe panicked:\n{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn five_thousand_threads() {
+    let w = start(&build_c("many_threads"), &["5000"]);
+    let pid = w.pid().to_string();
+    let run = stallprobe(
+        &[
+            "--pid",
+            &pid,
+            "--duration",
+            "3s",
+            "--format",
+            "json",
+            "--quiet",
+        ],
+        RUN,
+    );
+    no_panic(&run);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = run.json();
+    let ts = threads(&r);
+    assert_eq!(ts.len(), 5001, "every thread is listed");
+    let blocked = ts
+        .iter()
+        .filter(|t| t["state"] == "blocked" && t["syscall"] == "futex")
+        .count();
+    assert!(blocked >= 5000, "{blocked} blocked in futex");
+    let t = thread(&r, "idle-4999");
+    assert_frame(t, "idle_worker", "many_threads.c");
+    assert_eq!(r["dropped_events"], 0);
+}
+
+#[test]
+fn thread_churn_with_tid_reuse() {
+    let w = start(&build_c("churn"), &[]);
+    let pid = w.pid().to_string();
+    let secs = if std::env::var_os("STALLPROBE_SOAK").is_some() {
+        "60s"
+    } else {
+        "5s"
+    };
+    let run = stallprobe(
+        &[
+            "--pid",
+            &pid,
+            "--duration",
+            secs,
+            "--format",
+            "json",
+            "--quiet",
+        ],
+        Duration::from_secs(300),
+    );
+    no_panic(&run);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = run.json();
+    // The steady thread is found among tens of thousands of short-lived ones.
+    let steady = thread(&r, "steady");
+    assert_eq!(steady["state"], "blocked");
+    assert_eq!(steady["syscall"], "read");
+    assert_frame(steady, "steady_reader", "churn.c");
+    // Memory stays bounded: exited threads beyond the cap are counted, not listed.
+    assert!(
+        threads(&r).len() <= 2100,
+        "{} threads listed",
+        threads(&r).len()
+    );
+    let notes = r["notes"].to_string();
+    assert!(notes.contains("short-lived threads"), "{notes}");
+    let rss = r["session"]["peak_rss_kb"].as_u64().unwrap();
+    assert!(rss < 256 * 1024, "peak RSS {rss} kB: per-event growth?");
+    // tids were reused: no tid appears twice among live threads.
+    let live: Vec<u64> = threads(&r)
+        .iter()
+        .filter(|t| t["state"] != "exited")
+        .map(|t| t["tid"].as_u64().unwrap())
+        .collect();
+    let set: BTreeSet<u64> = live.iter().copied().collect();
+    assert_eq!(set.len(), live.len(), "duplicate live tids");
+}
+
+#[test]
+fn target_that_execs() {
+    let foundation = build_c("foundation");
+    let w = start(&build_c("exec_later"), &[foundation.to_str().unwrap()]);
+    let pid = w.pid().to_string();
+    let run = stallprobe(
+        &["--pid", &pid, "--duration", "4s", "--format", "json"],
+        RUN,
+    );
+    no_panic(&run);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = run.json();
+    assert!(
+        r["target"]["exe"]
+            .as_str()
+            .unwrap()
+            .ends_with("/foundation"),
+        "{}",
+        r["target"]
+    );
+    assert!(
+        r["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"].as_str().unwrap().contains("exec'd")),
+        "{}",
+        r["timeline"]
+    );
+    // The new image's threads, with stacks symbolized against the new binary.
+    let a = thread(&r, "locker-a");
+    assert_eq!(a["state"], "blocked");
+    assert_frame(a, "take_second_lock", "foundation.c");
+}
+
+#[test]
+fn forked_children_followed_or_listed() {
+    let bin = build_c("forker");
+    // Default: the child is reported as started, not followed.
+    {
+        let w = start(&bin, &["--ready"]);
+        let pid = w.pid().to_string();
+        let run = stallprobe(
+            &["--pid", &pid, "--duration", "2s", "--format", "json"],
+            RUN,
+        );
+        no_panic(&run);
+        let r = run.json();
+        assert!(
+            r["children"].as_array().is_none_or(|c| c.is_empty()),
+            "not followed by default"
+        );
+        assert!(
+            run.stderr.contains("started child process"),
+            "the fork is reported live:\n{}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("not followed"), "{}", run.stderr);
+        assert!(
+            r["timeline"].to_string().contains("started child process"),
+            "{}",
+            r["timeline"]
+        );
+        assert!(
+            threads(&r)
+                .iter()
+                .all(|t| t["pid"].as_u64().unwrap().to_string() == pid)
+        );
+    }
+    // --follow-children: the child's threads are watched too (attached before the fork).
+    {
+        let run = stallprobe(
+            &[
+                "run",
+                "--follow-children",
+                "--stop-after",
+                "2s",
+                "--grace",
+                "1s",
+                "--format",
+                "json",
+                "--",
+                bin.to_str().unwrap(),
+            ],
+            RUN,
+        );
+        no_panic(&run);
+        let r = run.json();
+        let children = r["children"].as_array().expect("children listed");
+        assert_eq!(children.len(), 1, "{}", r["children"]);
+        let child_pid = children[0]["pid"].as_u64().unwrap();
+        let child_threads: Vec<&Value> = threads(&r)
+            .iter()
+            .filter(|t| t["pid"].as_u64() == Some(child_pid))
+            .collect();
+        assert!(!child_threads.is_empty(), "child threads reported");
+        assert!(
+            child_threads
+                .iter()
+                .any(|t| t["syscall"] == "read"
+                    && stack_functions(t).iter().any(|f| f == "child_wait")),
+            "{child_threads:?}"
+        );
+    }
+}
+
+#[test]
+fn target_exiting_mid_report() {
+    let bin = build_c("exit_on_term_after");
+    // The target exits around the moment the grace period ends: before, during or after the
+    // report is assembled. Every outcome must be a valid report.
+    for delay in ["950", "1000", "1020", "1050", "1100"] {
+        let run = stallprobe(
+            &[
+                "run",
+                "--stop-after",
+                "1s",
+                "--grace",
+                "1s",
+                "--format",
+                "json",
+                "--quiet",
+                "--",
+                bin.to_str().unwrap(),
+                delay,
+            ],
+            RUN,
+        );
+        no_panic(&run);
+        assert!(
+            run.code == 0 || run.code == 1,
+            "delay {delay}: exit {}\n{}",
+            run.code,
+            run.stderr
+        );
+        let r = run.json();
+        let v = r["verdict"].as_str().unwrap();
+        assert!(v == "clean" || v == "stalled", "delay {delay}: verdict {v}");
+        assert_eq!(run.code == 0, v == "clean");
+    }
+}
+
+#[test]
+fn two_stallprobes_at_once() {
+    let w = start(&build_c("foundation"), &[]);
+    let pid = w.pid().to_string();
+    let a = std::thread::spawn({
+        let pid = pid.clone();
+        move || {
+            stallprobe(
+                &[
+                    "--pid",
+                    &pid,
+                    "--duration",
+                    "3s",
+                    "--format",
+                    "json",
+                    "--quiet",
+                ],
+                RUN,
+            )
+        }
+    });
+    let b = stallprobe(
+        &[
+            "--pid",
+            &pid,
+            "--duration",
+            "3s",
+            "--format",
+            "json",
+            "--quiet",
+        ],
+        RUN,
+    );
+    let a = a.join().unwrap();
+    for run in [&a, &b] {
+        no_panic(run);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let r = run.json();
+        assert_eq!(thread(&r, "locker-a")["state"], "blocked");
+        assert!(
+            thread(&r, "short-waits")["blocks"]["futex"]["count"]
+                .as_u64()
+                .unwrap()
+                > 50
+        );
+    }
+}
+
+#[test]
+fn event_flood_is_counted_not_fatal() {
+    let w = start(&build_c("futex_flood"), &[]);
+    let pid = w.pid().to_string();
+    // Threshold 0: every futex call of the ping-pong is a "slow call" with a 16 KiB stack copy.
+    let run = stallprobe(
+        &[
+            "--pid",
+            &pid,
+            "--duration",
+            "3s",
+            "--threshold",
+            "0",
+            "--format",
+            "json",
+            "--quiet",
+        ],
+        RUN,
+    );
+    no_panic(&run);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = run.json();
+    let dropped = r["dropped_events"].as_u64().unwrap();
+    assert!(
+        dropped > 0,
+        "the flood must overflow the ring buffer: {}",
+        r["drops"]
+    );
+    assert_eq!(
+        r["drops"]["dropped_slow_calls"].as_u64().unwrap(),
+        dropped
+            - r["drops"]["dropped_thread_exits"].as_u64().unwrap()
+            - r["drops"]["dropped_signals"].as_u64().unwrap()
+            - r["drops"]["dropped_lifecycle"].as_u64().unwrap()
+            - r["drops"]["task_storage_failures"].as_u64().unwrap()
+    );
+    assert!(
+        r["notes"].to_string().contains("dropped"),
+        "the report says so: {}",
+        r["notes"]
+    );
+    assert!(r["slow_calls_total"].as_u64().unwrap() > 100);
+    // Histograms are kept in the kernel and lose nothing.
+    assert!(
+        thread(&r, "ping")["blocks"]["futex"]["count"]
+            .as_u64()
+            .unwrap()
+            > 1000
+    );
+}
+
+/// BPF program ids currently loaded (bpftool, installed by `cargo xtask setup`).
+fn bpf_ids(kind: &str) -> BTreeSet<u64> {
+    let out = Command::new("bpftool")
+        .args([kind, "show", "-j"])
+        .output()
+        .expect("bpftool");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(vec![]));
+    v.as_array()
+        .map(|a| a.iter().filter_map(|p| p["id"].as_u64()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn sigkill_leaves_nothing_behind() {
+    require_root();
+    let mut target = Command::new("sleep").arg("60").spawn().unwrap();
+    let (progs0, maps0, links0) = (bpf_ids("prog"), bpf_ids("map"), bpf_ids("link"));
+    let mut sp = Command::new(stallprobe_bin())
+        .args(["--pid", &target.id().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it is attached.
+    let stderr = sp.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    loop {
+        let l = lines.next().expect("stallprobe stderr").unwrap();
+        if l.contains("watching pid") {
+            break;
+        }
+    }
+    let progs1 = bpf_ids("prog");
+    let ours: BTreeSet<u64> = progs1.difference(&progs0).copied().collect();
+    assert!(!ours.is_empty(), "stallprobe's programs are loaded");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sp.id() as i32), Signal::SIGKILL).unwrap();
+    sp.wait().unwrap();
+    // The kernel releases programs, maps and links when the last fd goes; give it a moment.
+    let mut left = ours.clone();
+    for _ in 0..50 {
+        left = ours.intersection(&bpf_ids("prog")).copied().collect();
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(left.is_empty(), "programs left behind: {left:?}");
+    let maps_left: BTreeSet<u64> = bpf_ids("map").difference(&maps0).copied().collect();
+    assert!(maps_left.is_empty(), "maps left behind: {maps_left:?}");
+    let links_left: BTreeSet<u64> = bpf_ids("link").difference(&links0).copied().collect();
+    assert!(links_left.is_empty(), "links left behind: {links_left:?}");
+    // The target was never stopped and still runs.
+    let st = std::fs::read_to_string(format!("/proc/{}/stat", target.id())).unwrap();
+    let state = st
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    assert!(state == "S" || state == "R", "target state {state}");
+    target.kill().unwrap();
+    target.wait().unwrap();
+}
+
+/// Copies of the foundation workload made hostile in different ways.
+fn hostile_copy(kind: &str) -> std::path::PathBuf {
+    let src = build_c("foundation");
+    let dir = workload_dir().join("hostile");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dst = dir.join(format!("foundation-{kind}-{}", std::process::id()));
+    match kind {
+        "stripped" => {
+            let st = Command::new("strip")
+                .arg("-s")
+                .arg(&src)
+                .arg("-o")
+                .arg(&dst)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        "corrupt-debug" => {
+            // Random bytes in place of .debug_info and .debug_line.
+            let junk = dir.join(format!("junk-{}", std::process::id()));
+            let bytes: Vec<u8> = (0..65536u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect();
+            std::fs::write(&junk, bytes).unwrap();
+            let st = Command::new("objcopy")
+                .arg(format!("--update-section=.debug_info={}", junk.display()))
+                .arg(format!("--update-section=.debug_line={}", junk.display()))
+                .arg(&src)
+                .arg(&dst)
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let _ = std::fs::remove_file(junk);
+        }
+        "huge" => {
+            // The same program linked with 256 MiB of initialized data.
+            let ballast = dir.join(format!("ballast-{}.c", std::process::id()));
+            std::fs::write(&ballast, "char ballast[256u << 20] = {1};\n").unwrap();
+            let st = Command::new("gcc")
+                .args(["-O2", "-g", "-pthread", "-o"])
+                .arg(&dst)
+                .arg(repo_root().join("tests/workloads/c/foundation.c"))
+                .arg(&ballast)
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let _ = std::fs::remove_file(ballast);
+        }
+        _ => {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+    dst
+}
+
+fn check_hostile(kind: &str, delete: bool, expect_own_symbols: bool) {
+    require_root();
+    let bin = hostile_copy(kind);
+    let w = Workload::start(&mut Command::new(&bin), Duration::from_secs(30));
+    if delete {
+        std::fs::remove_file(&bin).unwrap();
+    }
+    let pid = w.pid().to_string();
+    let run = stallprobe(
+        &[
+            "--pid",
+            &pid,
+            "--duration",
+            "2s",
+            "--format",
+            "json",
+            "--quiet",
+        ],
+        RUN,
+    );
+    no_panic(&run);
+    assert_eq!(run.code, 0, "{kind}: {}", run.stderr);
+    let r = run.json();
+    let a = thread(&r, "locker-a");
+    assert_eq!(a["state"], "blocked", "{kind}");
+    assert_eq!(a["syscall"], "futex", "{kind}");
+    let stack = a["stack"].as_array().unwrap();
+    assert!(
+        !stack.is_empty(),
+        "{kind}: a stack, even if frames are unknown"
+    );
+    // libc's frames are still named; the program's own are named only when symbols exist.
+    assert!(
+        stack_functions(a)
+            .iter()
+            .any(|f| f.contains("pthread_mutex_lock")),
+        "{kind}: {:?}",
+        stack_functions(a)
+    );
+    let own = stack_functions(a).iter().any(|f| f == "take_second_lock");
+    if expect_own_symbols {
+        assert!(own, "{kind}: {:?}", stack_functions(a));
+    } else {
+        // Unknown frames stay in the stack as addresses, not dropped, not invented.
+        assert!(
+            stack
+                .iter()
+                .any(|f| f["function"].is_null() || f["function"] != "take_second_lock")
+        );
+    }
+    if !delete {
+        let _ = std::fs::remove_file(&bin);
+    }
+}
+
+#[test]
+fn stripped_binary() {
+    // .symtab is gone; .dynsym has no static functions: own frames are unknown addresses.
+    check_hostile("stripped", false, false);
+}
+
+#[test]
+fn binary_deleted_after_start() {
+    check_hostile("copy", true, true);
+}
+
+#[test]
+fn binary_with_corrupt_debug_info() {
+    check_hostile("corrupt-debug", false, false);
+}
+
+#[test]
+fn huge_binary() {
+    check_hostile("huge", false, true);
+}
+
+#[test]
+fn process_in_another_pid_and_mount_namespace() {
+    require_root();
+    let bin = build_c("foundation");
+    // unshare forks: the workload is pid 1 of a new pid namespace, with its own mount namespace.
+    let w = Workload::start(
+        Command::new("unshare")
+            .args(["--pid", "--mount", "--fork", "--mount-proc"])
+            .arg(&bin),
+        Duration::from_secs(30),
+    );
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", w.pid())).unwrap();
+    let host_pid: u32 = children
+        .split_whitespace()
+        .next()
+        .expect("unshare's child")
+        .parse()
+        .unwrap();
+    let run = stallprobe(
+        &[
+            "--pid",
+            &host_pid.to_string(),
+            "--duration",
+            "2s",
+            "--format",
+            "json",
+            "--quiet",
+        ],
+        RUN,
+    );
+    no_panic(&run);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r = run.json();
+    assert_eq!(
+        r["target"]["ns_pid"], 1,
+        "pid inside its namespace: {}",
+        r["target"]
+    );
+    let a = thread(&r, "locker-a");
+    let ns_tid = a["ns_tid"].as_u64().expect("tid in the target's namespace");
+    assert_ne!(ns_tid, a["tid"].as_u64().unwrap());
+    assert!(ns_tid < 10, "small tid inside the new namespace: {ns_tid}");
+    assert_frame(a, "take_second_lock", "foundation.c");
+}

@@ -1,0 +1,92 @@
+/*
+ * mutex: a work queue protected by one pthread mutex and one condition variable, with 8 worker
+ * threads contending for it. Each worker takes an item (waiting on the condvar while the queue
+ * is empty), does a little work on it outside the lock, and queues a follow-up item. Only 4
+ * items circulate among the 8 workers, so at any time some sleep on the condvar and the mutex
+ * is contended: pthread's futex waits and wakes on both, as in a real thread-pool queue.
+ * One op = one item processed.
+ *
+ * Usage: mutex SECS   (protocol: bench.h)
+ */
+#include "bench.h"
+
+#include <pthread.h>
+
+#ifndef WORKERS
+#define WORKERS 8
+#endif
+#ifndef ITEMS
+#define ITEMS 4
+#endif
+#define QCAP 64
+#ifndef WORK
+#define WORK 64
+#endif
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t nonempty = PTHREAD_COND_INITIALIZER;
+static uint64_t queue[QCAP];
+static unsigned head, len;
+static struct counter done[WORKERS];
+
+/* ~100-200 ns of work per item, outside the lock. */
+static uint64_t work(uint64_t x)
+{
+    for (int i = 0; i < WORK; i++)
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+    return x;
+}
+
+static void *worker(void *arg)
+{
+    struct counter *mine = arg;
+    go_wait();
+    for (;;) {
+        pthread_mutex_lock(&lock);
+        while (len == 0)
+            pthread_cond_wait(&nonempty, &lock);
+        uint64_t item = queue[head];
+        head = (head + 1) % QCAP;
+        len--;
+        pthread_mutex_unlock(&lock);
+
+        item = work(item);
+
+        pthread_mutex_lock(&lock);
+        queue[(head + len) % QCAP] = item;
+        len++;
+        pthread_cond_signal(&nonempty);
+        pthread_mutex_unlock(&lock);
+        count_add(mine, 1);
+    }
+    return NULL;
+}
+
+static uint64_t total(void)
+{
+    uint64_t t = 0;
+    for (int i = 0; i < WORKERS; i++)
+        t += atomic_load_explicit(&done[i].v, memory_order_relaxed);
+    return t;
+}
+
+int main(int argc, char **argv)
+{
+    double secs = arg_secs(argc, argv);
+    for (uint64_t i = 0; i < ITEMS; i++)
+        queue[len++] = i + 1;
+    for (int i = 0; i < WORKERS; i++) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, worker, &done[i]))
+            die("pthread_create");
+    }
+    printf("ready pid=%d threads=%d\n", getpid(), WORKERS);
+    fflush(stdout);
+    wait_start();
+    go_release();
+    double s;
+    uint64_t ops = measure(secs, total, &s);
+    printf("ops=%llu secs=%.6f ops_per_sec=%.1f\n", (unsigned long long)ops, s, ops / s);
+    fflush(stdout);
+    linger();
+}

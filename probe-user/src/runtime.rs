@@ -103,8 +103,11 @@ pub struct Rule {
     pub what: &'static str,
     /// The thread's name starts with one of these (empty: any name).
     pub name_prefixes: &'static [&'static str],
-    /// Some frame's function contains one of these (empty: any stack).
+    /// Some frame's function contains one of these (empty: any stack)...
     pub frames: &'static [&'static str],
+    /// ...among the first this many frames (0: anywhere). For runtimes whose code also runs the
+    /// application's (a tokio worker polls tasks): only a park near the top means idle.
+    pub within_top: usize,
     /// The thread is in one of these syscalls (empty: any, including running).
     pub syscalls: &'static [&'static str],
 }
@@ -127,6 +130,7 @@ pub static RULES: &[Rule] = &[
             "runtime.notetsleep",
         ],
         syscalls: FUTEX,
+        within_top: 0,
     },
     Rule {
         runtime: Runtime::Go,
@@ -134,6 +138,7 @@ pub static RULES: &[Rule] = &[
         name_prefixes: &[],
         frames: &["runtime.netpoll"],
         syscalls: EPOLL,
+        within_top: 0,
     },
     Rule {
         runtime: Runtime::Go,
@@ -141,35 +146,43 @@ pub static RULES: &[Rule] = &[
         name_prefixes: &[],
         frames: &["runtime.sysmon", "runtime.usleep"],
         syscalls: &[],
+        within_top: 0,
     },
-    // ---- tokio: workers park in futex (condvar) or in the I/O driver's epoll_wait. -----------
+    // ---- tokio: workers park in futex (condvar) or in the I/O driver's epoll_wait. Most of ----
+    // tokio is inlined, and inlined frames carry short names (`park_condvar`), so these match on
+    // the park machinery near the top of the stack: a worker running a task has the task there.
     Rule {
         runtime: Runtime::Tokio,
         what: "tokio worker parked with no task",
         name_prefixes: &[],
         frames: &[
+            "park_condvar",
+            "park_internal",
+            "park_timeout",
+            "Parker::park",
             "tokio::runtime::scheduler::multi_thread::park",
-            "tokio::runtime::scheduler::multi_thread::worker::Context::park",
             "tokio::runtime::scheduler::current_thread::Context::park",
+            "tokio::runtime::io::driver::Driver::turn",
+            "tokio::runtime::driver::Driver::park",
         ],
         syscalls: &["futex", "epoll_wait", "epoll_pwait", "epoll_pwait2"],
+        within_top: 12,
     },
     Rule {
         runtime: Runtime::Tokio,
         what: "tokio blocking-pool thread waiting for work",
         name_prefixes: &[],
-        frames: &["tokio::runtime::blocking::pool::Inner::run"],
+        frames: &["tokio::runtime::blocking::pool"],
         syscalls: FUTEX,
+        within_top: 12,
     },
     Rule {
         runtime: Runtime::Tokio,
         what: "thread waiting in tokio's Runtime::block_on for the async main",
         name_prefixes: &[],
-        frames: &[
-            "tokio::runtime::park::CachedParkThread::block_on",
-            "tokio::runtime::park::CachedParkThread::park",
-        ],
+        frames: &["CachedParkThread"],
         syscalls: FUTEX,
+        within_top: 12,
     },
 ];
 
@@ -191,11 +204,18 @@ pub fn classify(
             && (r.name_prefixes.is_empty() || r.name_prefixes.iter().any(|p| name.starts_with(p)))
             && (r.syscalls.is_empty() || syscall.is_some_and(|s| r.syscalls.contains(&s)))
             && (r.frames.is_empty()
-                || stack.iter().any(|f| {
-                    f.function
-                        .as_deref()
-                        .is_some_and(|func| r.frames.iter().any(|p| func.contains(p)))
-                }))
+                || stack
+                    .iter()
+                    .take(if r.within_top == 0 {
+                        usize::MAX
+                    } else {
+                        r.within_top
+                    })
+                    .any(|f| {
+                        f.function
+                            .as_deref()
+                            .is_some_and(|func| r.frames.iter().any(|p| func.contains(p)))
+                    }))
     })
 }
 
@@ -267,6 +287,22 @@ mod tests {
             "tokio::runtime::park::CachedParkThread::block_on",
         ]);
         assert!(classify(Runtime::Tokio, "app", Some("futex"), &main).is_some());
+    }
+
+    #[test]
+    fn tokio_idle_worker_with_inlined_short_names() {
+        // What blazesym gives for tokio's inlined park path.
+        let idle = stack(&[
+            "syscall",
+            "std::sys::pal::unix::futex::futex_wait",
+            "<std::sys::sync::condvar::futex::Condvar>::wait",
+            "wait<()>",
+            "park_condvar",
+            "park_internal",
+            "park",
+            "run",
+        ]);
+        assert!(classify(Runtime::Tokio, "tokio-runtime-w", Some("futex"), &idle).is_some());
     }
 
     #[test]

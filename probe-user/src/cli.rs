@@ -221,13 +221,15 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or(if cli.watch.bpf_log {
-            "info"
-        } else {
-            "warn"
-        }),
-    )
+    let bpf_log = match &cli.command {
+        Some(Command::Run(r)) => r.watch.bpf_log,
+        None => cli.watch.bpf_log,
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(if bpf_log {
+        "stallprobe_ebpf=debug,warn"
+    } else {
+        "warn"
+    }))
     .format_timestamp(None)
     .init();
     let rt = match tokio::runtime::Builder::new_current_thread()

@@ -39,6 +39,10 @@ const MEMORY_WATCH: Duration = Duration::from_secs(3);
 const GRACE_THREADS: u32 = 200;
 const GRACE_RUNS: usize = 3;
 const ATTACH_RUNS: usize = 5;
+/// Before each run, wait up to this long for other processes to use less than
+/// `report::NOISY_OTHERS_CPU_PCT` of a CPU; at most `QUIET_BUDGET` in all.
+const QUIET_WAIT: Duration = Duration::from_secs(5);
+const QUIET_BUDGET: Duration = Duration::from_secs(90);
 
 pub fn run(runs: usize, secs: f64, only: Option<&str>) -> Result<()> {
     if runs == 0 {
@@ -72,9 +76,21 @@ pub fn run(runs: usize, secs: f64, only: Option<&str>) -> Result<()> {
         println!("  {:<9} {}", w.name(), w.describe());
     }
     let mut records: Vec<RunRecord> = Vec::new();
+    let mut waited = Duration::ZERO;
     for round in 1..=runs {
         for &w in &workloads {
             for &c in &configs {
+                if waited < QUIET_BUDGET {
+                    let max = QUIET_WAIT.min(QUIET_BUDGET - waited);
+                    let w = proc::wait_for_quiet(report::NOISY_OTHERS_CPU_PCT, max);
+                    if w >= Duration::from_secs(1) {
+                        println!(
+                            "  (waited {:.1} s for other processes to quiet down)",
+                            w.as_secs_f64()
+                        );
+                    }
+                    waited += w;
+                }
                 let r = run_one(round, w, c, &tools, &bins, secs);
                 print_progress(runs, &r);
                 records.push(r);
@@ -156,6 +172,7 @@ pub fn run(runs: usize, secs: f64, only: Option<&str>) -> Result<()> {
         "memory": memory,
         "grace": grace,
         "foreign_tracers_seen": noisy,
+        "waited_for_quiet_host_secs": waited.as_secs_f64(),
         "total_secs": started.elapsed().as_secs_f64(),
         "runs": records,
     });

@@ -85,6 +85,13 @@ fn process_fork(ctx: BtfTracePointContext) -> i32 {
     if followed {
         add_target(pid);
     }
+    aya_log_ebpf::debug!(
+        &ctx,
+        "pid {} forked child {} (followed: {})",
+        (pid_tgid >> 32) as u32,
+        pid,
+        followed as u32
+    );
     let now = unsafe { bpf_ktime_get_ns() };
     let Some(mut entry) = reserve::<ForkEvent>(counter::DROP_LIFECYCLE) else {
         return 0;
@@ -108,6 +115,12 @@ fn process_exec(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let old_pid: i32 = ctx.arg(1);
+    aya_log_ebpf::debug!(
+        &ctx,
+        "pid {} exec'd (old tid {})",
+        (pid_tgid >> 32) as u32,
+        old_pid
+    );
     // A new program: statistics of the old image (e.g. `stallprobe run`'s pre-exec wait) go.
     let task = unsafe { bpf_get_current_task_btf() };
     if let Some(st) = task_state(task.cast(), false) {

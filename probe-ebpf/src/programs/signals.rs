@@ -68,5 +68,13 @@ fn signal_generate(ctx: BtfTracePointContext) -> i32 {
     }
     count(counter::SIGNALS);
     entry.submit(0);
+    aya_log_ebpf::debug!(
+        &ctx,
+        "shutdown signal {} to tid {} (pid {}) from pid {}",
+        sig,
+        tid,
+        tgid,
+        (sender >> 32) as u32
+    );
     0
 }

@@ -304,6 +304,23 @@ impl HostCpu {
     }
 }
 
+/// Wait until the host is quiet: other processes using less than `max_pct` % of one CPU over
+/// a 300 ms look. Gives up after `budget`; returns how long it waited beyond the first look.
+pub fn wait_for_quiet(max_pct: f64, budget: Duration) -> Duration {
+    const LOOK: Duration = Duration::from_millis(300);
+    let t0 = Instant::now();
+    let me = [std::process::id()];
+    loop {
+        let a = HostCpu::now(&me);
+        std::thread::sleep(LOOK);
+        let load = a.load_until(&HostCpu::now(&me));
+        let waited = t0.elapsed().saturating_sub(LOOK);
+        if load.others_cpu_pct < max_pct || waited >= budget {
+            return waited;
+        }
+    }
+}
+
 /// A `kB` field of /proc/PID/status (VmRSS, VmHWM, ...), in bytes.
 pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -311,6 +328,33 @@ pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map(|kb| kb * 1024)
+}
+
+/// The top `n` functions of each thread's kernel stack, e.g. `__wait_rcu_gp <- ...`.
+pub fn kernel_stack(pid: u32, n: usize) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return "gone".into();
+    };
+    let mut out = Vec::new();
+    for t in tasks.flatten() {
+        let stack = std::fs::read_to_string(t.path().join("stack")).unwrap_or_default();
+        let frames: Vec<&str> = stack
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .map(|f| f.split('+').next().unwrap_or(f))
+            .take(n)
+            .collect();
+        if !frames.is_empty() {
+            out.push(frames.join(" <- "));
+        }
+    }
+    out.sort();
+    out.dedup();
+    if out.is_empty() {
+        "running in user space".into()
+    } else {
+        out.join(" | ")
+    }
 }
 
 /// The syscall number a process's main thread is in (None: running, or unreadable).

@@ -320,11 +320,16 @@ impl Attached {
             out.cpu_pct = Some(100.0 * (b - a) / wall.max(1e-3));
         }
         let t0 = Instant::now();
-        let (st, killed) = tool.stop(libc::SIGINT, STOP_TIMEOUT);
+        tool.signal(libc::SIGINT);
+        let exited = tool.wait_timeout(STOP_TIMEOUT);
+        // Where it is stuck, before killing it (detaching a tracepoint waits for RCU grace
+        // periods, which a loaded host can stretch).
+        let stuck_in = exited.is_none().then(|| proc::kernel_stack(tool.pid(), 4));
+        let st = exited.unwrap_or_else(|| tool.kill());
         out.stop_secs = Some(t0.elapsed().as_secs_f64());
-        if killed {
+        if let Some(stack) = stuck_in {
             out.problem = Some(format!(
-                "{} did not exit within {STOP_TIMEOUT:?} of SIGINT; killed",
+                "{} did not exit within {STOP_TIMEOUT:?} of SIGINT (kernel stack: {stack}); killed",
                 tool.name
             ));
         } else if !st.success() {

@@ -135,6 +135,15 @@ pub mod futex_op {
         )
     }
 
+    /// The operations that wake waiters (or hand a PI lock over).
+    #[inline(always)]
+    pub fn is_wake(op: u32) -> bool {
+        matches!(
+            op & CMD_MASK,
+            WAKE | WAKE_BITSET | WAKE_OP | REQUEUE | CMP_REQUEUE | UNLOCK_PI | CMP_REQUEUE_PI
+        )
+    }
+
     /// Whether the op's timeout argument is an absolute time (otherwise relative).
     #[inline(always)]
     pub fn timeout_is_absolute(op: u32) -> bool {
@@ -234,7 +243,11 @@ pub struct TaskState {
     pub wakes_after_signal: u32,
     pub _pad: u32,
     /// `bpf_ktime_get_ns()` of the last such return.
-    pub last_wake_ns: u64,
+    pub last_return_after_signal_ns: u64,
+    /// The futex word this thread last woke waiters on (FUTEX_WAKE, requeue, unlock-PI), and
+    /// when: answers "who last woke the threads waiting on this futex".
+    pub woke_addr: u64,
+    pub woke_ns: u64,
     pub stats: [CallStats; NUM_CALLS],
 }
 
@@ -432,7 +445,7 @@ pub const RINGBUF_BYTES: u32 = 8 << 20;
 const _: () = {
     assert!(core::mem::size_of::<InFlight>() == 48);
     assert!(core::mem::size_of::<CallStats>() == 184);
-    assert!(core::mem::size_of::<TaskState>() == 48 + 16 + 184 * NUM_CALLS);
+    assert!(core::mem::size_of::<TaskState>() == 48 + 32 + 184 * NUM_CALLS);
     assert!(core::mem::size_of::<EventHeader>() == 24);
     assert!(core::mem::size_of::<UserRegs>() == 24);
     assert!(core::mem::size_of::<SlowCallEvent>() == 24 + 48 + 16 + 24 + 16 + STACK_COPY_MAX);

@@ -17,6 +17,7 @@ pub mod driver;
 pub mod error;
 pub mod events;
 pub mod hist;
+pub mod locks;
 pub mod preflight;
 pub mod procfs;
 pub mod render;

@@ -273,6 +273,13 @@ pub fn text(r: &Report, st: Style) -> String {
         let _ = writeln!(o, "  {line}");
     }
 
+    if !r.deadlocks.is_empty() {
+        let _ = writeln!(o, "\n{}", st.red("DEADLOCKS"));
+        for d in &r.deadlocks {
+            let _ = writeln!(o, "  {}", d.describe());
+        }
+    }
+
     // Thread table.
     let _ = writeln!(o, "\n{}", st.bold("THREADS"));
     let _ = writeln!(

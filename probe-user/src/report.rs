@@ -71,6 +71,17 @@ pub enum Wait {
         /// The futex word now (for a thread join: the joined thread's tid).
         #[serde(skip_serializing_if = "Option::is_none")]
         value: Option<u32>,
+        /// What the futex is: pthread_mutex, pi_mutex, thread_join, pthread_cond, rust_mutex...
+        #[serde(skip_serializing_if = "Option::is_none")]
+        object: Option<String>,
+        /// The thread holding it (lock owner, or the thread being joined), when known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        owner: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        owner_name: Option<String>,
+        /// The thread that last woke waiters on this futex.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_woken_by: Option<crate::locks::Waker>,
     },
     Fd {
         fd: u64,
@@ -85,7 +96,31 @@ pub enum Wait {
 impl Wait {
     pub fn describe(&self) -> String {
         match self {
-            Wait::Futex { addr, op, .. } => format!("{op} {addr:#x}"),
+            Wait::Futex {
+                addr,
+                op,
+                object,
+                owner,
+                owner_name,
+                ..
+            } => {
+                let what = match object.as_deref() {
+                    Some("pthread_mutex") | Some("rust_mutex") | Some("pi_mutex") => "mutex",
+                    Some("thread_join") => "join",
+                    Some("pthread_cond") | Some("rust_condvar") => "condvar",
+                    _ => op.as_str(),
+                };
+                match (owner, what) {
+                    (Some(o), "join") => {
+                        format!("join of tid {o} ({})", owner_name.as_deref().unwrap_or("?"))
+                    }
+                    (Some(o), _) => format!(
+                        "{what} {addr:#x} held by tid {o} ({})",
+                        owner_name.as_deref().unwrap_or("?")
+                    ),
+                    (None, _) => format!("{what} {addr:#x}"),
+                }
+            }
             Wait::Fd { fd, target, .. } => match target {
                 Some(t) => format!("fd {fd} ({t})"),
                 None => format!("fd {fd}"),
@@ -272,6 +307,8 @@ pub struct Report {
     /// One line per flagged thread (or the reason nothing was flagged).
     pub summary: Vec<String>,
     pub threads: Vec<ThreadReport>,
+    /// Wait-for cycles among the target's threads (lock-order deadlocks).
+    pub deadlocks: Vec<crate::locks::Deadlock>,
     pub slow_calls: Vec<SlowCallReport>,
     /// Slow calls seen in all (the list above keeps the first ones).
     pub slow_calls_total: u64,

@@ -1088,6 +1088,19 @@ impl Session {
             ));
         }
 
+        // Lock owners, wakers and deadlock cycles (while the target is alive to be read).
+        let wakers: Vec<(u32, u32, u64, u64)> = self
+            .threads
+            .values()
+            .chain(self.exited.iter())
+            .filter_map(|t| {
+                let st = t.stats.as_ref()?;
+                (st.woke_addr != 0).then_some((t.pid, t.tid, st.woke_addr, st.woke_ns))
+            })
+            .collect();
+        crate::locks::annotate(&mut threads, crate::stack::memory::read_u32, &wakers, now);
+        let deadlocks = crate::locks::find_cycles(&threads);
+
         let runtimes: BTreeMap<u32, Runtime> =
             self.procs.values().map(|p| (p.pid, p.runtime)).collect();
         let ctx = verdict::Context {
@@ -1100,7 +1113,7 @@ impl Session {
             end,
             cpu_share_after_signal: &spin,
         };
-        let judged = verdict::judge(&mut threads, &ctx);
+        let judged = verdict::judge(&mut threads, &ctx, &deadlocks);
         if let Some(sig) = self.signals.first() {
             let at = diff_ms(sig.ts_ns, self.attach_ns);
             let grace = self.opts.grace.as_millis() as i64;
@@ -1122,6 +1135,7 @@ impl Session {
             shutdown: judged.shutdown,
             summary: judged.summary,
             threads,
+            deadlocks,
             slow_calls: self.slow_calls,
             slow_calls_total: self.slow_calls_total,
             timeline,
@@ -1239,12 +1253,20 @@ pub fn wait_of_call(pid: u32, c: &CallRecord, now: u64) -> Option<Wait> {
             op: c.futex_op_name().unwrap_or("FUTEX_WAIT").to_string(),
             timeout_ms,
             value: crate::stack::memory::read_u32(pid, c.obj),
+            object: None,
+            owner: None,
+            owner_name: None,
+            last_woken_by: None,
         },
         Call::FutexWaitv => Wait::Futex {
             addr: c.obj,
             op: format!("futex_waitv({})", c.arg),
             timeout_ms,
             value: crate::stack::memory::read_u32(pid, c.obj),
+            object: None,
+            owner: None,
+            owner_name: None,
+            last_woken_by: None,
         },
         _ => Wait::Fd {
             fd: c.obj,

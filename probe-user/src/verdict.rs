@@ -57,7 +57,20 @@ fn secs(ms: u64) -> String {
 }
 
 /// Classify roles, flag threads and decide the verdict. Mutates `flagged`, `reason`, `role`.
-pub fn judge(threads: &mut [ThreadReport], ctx: &Context<'_>) -> Judged {
+pub fn judge(
+    threads: &mut [ThreadReport],
+    ctx: &Context<'_>,
+    deadlocks: &[crate::locks::Deadlock],
+) -> Judged {
+    let deadlock_lines: Vec<String> = deadlocks
+        .iter()
+        .map(|d| format!("deadlock: {}", d.describe()))
+        .collect();
+    let in_cycle = |tid: u32| {
+        deadlocks
+            .iter()
+            .find(|d| d.threads.iter().any(|t| t.tid == tid))
+    };
     // Roles first: they matter with or without a shutdown signal.
     for t in threads.iter_mut() {
         let rt = ctx.runtimes.get(&t.pid).copied().unwrap_or_default();
@@ -73,10 +86,13 @@ pub fn judge(threads: &mut [ThreadReport], ctx: &Context<'_>) -> Judged {
     }
 
     let Some(sig) = ctx.shutdown else {
+        let mut summary =
+            vec!["no shutdown signal seen: nothing to judge (exit code 0)".to_string()];
+        summary.extend(deadlock_lines);
         return Judged {
             verdict: Verdict::Observed,
             shutdown: None,
-            summary: vec!["no shutdown signal seen: nothing to judge (exit code 0)".into()],
+            summary,
         };
     };
     let sig_name = signals::name(sig.sig);
@@ -156,12 +172,16 @@ pub fn judge(threads: &mut [ThreadReport], ctx: &Context<'_>) -> Judged {
             .get(&t.tid)
             .copied()
             .unwrap_or(0.0);
-        let reason = reason_for(t, &sig_name, share, alive_for, &names);
+        let mut reason = reason_for(t, &sig_name, share, alive_for, &names);
+        if let Some(d) = in_cycle(t.tid) {
+            reason = format!("deadlocked ({} threads): {reason}", d.threads.len());
+        }
         t.flagged = true;
         flagged += 1;
         summary.push(format!("tid {} ({}): {}", t.tid, t.name, reason));
         t.reason = Some(reason);
     }
+    summary.extend(deadlock_lines);
     if flagged == 0 && runtime_idle > 0 {
         let rt = threads
             .iter()
@@ -297,6 +317,10 @@ mod tests {
     use super::*;
     use crate::report::Frame;
 
+    fn judge_no_locks(ts: &mut [ThreadReport], c: &Context<'_>) -> Judged {
+        judge(ts, c, &[])
+    }
+
     fn thread(tid: u32, state: ThreadState) -> ThreadReport {
         ThreadReport {
             tid,
@@ -360,7 +384,7 @@ mod tests {
     fn no_signal_is_observed_and_flags_nothing() {
         let mut ts = vec![thread(1, ThreadState::Blocked)];
         let (a, b) = (BTreeMap::new(), BTreeMap::new());
-        let j = judge(&mut ts, &ctx(None, None, EndReason::Duration, &a, &b));
+        let j = judge_no_locks(&mut ts, &ctx(None, None, EndReason::Duration, &a, &b));
         assert_eq!(j.verdict, Verdict::Observed);
         assert!(!ts[0].flagged);
         assert_eq!(exit_code(j.verdict), 0);
@@ -371,7 +395,7 @@ mod tests {
         let mut ts = vec![thread(1, ThreadState::Exited)];
         let s = sig();
         let (a, b) = (BTreeMap::new(), BTreeMap::new());
-        let j = judge(
+        let j = judge_no_locks(
             &mut ts,
             &ctx(
                 Some(&s),
@@ -394,6 +418,10 @@ mod tests {
             op: "FUTEX_WAIT_PRIVATE".into(),
             timeout_ms: None,
             value: Some(2),
+            object: None,
+            owner: None,
+            owner_name: None,
+            last_woken_by: None,
         });
         t.blocked_ms = Some(4500);
         t.stack = vec![Frame {
@@ -405,7 +433,7 @@ mod tests {
         let mut ts = vec![t, thread(3, ThreadState::Exited)];
         let s = sig();
         let (a, b) = (BTreeMap::new(), BTreeMap::new());
-        let j = judge(
+        let j = judge_no_locks(
             &mut ts,
             &ctx(Some(&s), None, EndReason::GraceExpired, &a, &b),
         );
@@ -431,7 +459,7 @@ mod tests {
         let mut ts = vec![t];
         let s = sig();
         let (a, b) = (BTreeMap::new(), BTreeMap::new());
-        judge(
+        judge_no_locks(
             &mut ts,
             &ctx(Some(&s), None, EndReason::GraceExpired, &a, &b),
         );
@@ -449,6 +477,10 @@ mod tests {
             op: "FUTEX_WAIT_BITSET".into(),
             timeout_ms: None,
             value: Some(5),
+            object: None,
+            owner: None,
+            owner_name: None,
+            last_woken_by: None,
         });
         main.stack = vec![
             Frame {
@@ -471,7 +503,7 @@ mod tests {
         let mut ts = vec![main, w];
         let s = sig();
         let (a, b) = (BTreeMap::new(), BTreeMap::new());
-        judge(
+        judge_no_locks(
             &mut ts,
             &ctx(Some(&s), None, EndReason::GraceExpired, &a, &b),
         );
@@ -489,7 +521,7 @@ mod tests {
         let s = sig();
         let a = BTreeMap::from([(2, 0.97)]);
         let b = BTreeMap::new();
-        judge(
+        judge_no_locks(
             &mut ts,
             &ctx(Some(&s), None, EndReason::GraceExpired, &a, &b),
         );
@@ -508,7 +540,7 @@ mod tests {
         let s = sig();
         let a = BTreeMap::new();
         let b = BTreeMap::from([(1, Runtime::Go)]);
-        let j = judge(
+        let j = judge_no_locks(
             &mut ts,
             &ctx(Some(&s), None, EndReason::GraceExpired, &a, &b),
         );
@@ -523,7 +555,7 @@ mod tests {
         let mut ts = vec![thread(2, ThreadState::Blocked)];
         let s = sig();
         let (a, b) = (BTreeMap::new(), BTreeMap::new());
-        let j = judge(
+        let j = judge_no_locks(
             &mut ts,
             &ctx(Some(&s), None, EndReason::Interrupted, &a, &b),
         );

@@ -99,7 +99,15 @@ pub fn enter(call: Call, regs: &Regs) {
         Call::Futex => {
             let op = regs.arg(1) as u32;
             if !futex_op::is_wait(op) {
-                return; // wakes and requeues are not blocks
+                // Wakes are not blocks; remember what this thread woke, for "who woke it".
+                if futex_op::is_wake(op) {
+                    let task = unsafe { bpf_get_current_task_btf() };
+                    if let Some(st) = task_state(task.cast(), true) {
+                        st.woke_addr = regs.arg(0);
+                        st.woke_ns = unsafe { bpf_ktime_get_ns() };
+                    }
+                }
+                return;
             }
             f.arg = op as u64;
             let realtime = op & futex_op::CLOCK_REALTIME != 0;
@@ -225,7 +233,7 @@ pub fn exit(call: Call, regs: &Regs, ret: i64) {
     let sd = shutdown_ts();
     if sd != 0 && now >= sd {
         st.wakes_after_signal += 1;
-        st.last_wake_ns = now;
+        st.last_return_after_signal_ns = now;
     }
 
     if dur >= threshold_ns() {

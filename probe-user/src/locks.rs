@@ -29,7 +29,19 @@ pub fn futex_object(op: &str, stack: &[crate::report::Frame]) -> &'static str {
         .filter_map(|f| f.function.as_deref())
         .collect();
     let has = |needles: &[&str]| funcs.iter().any(|f| needles.iter().any(|n| f.contains(n)));
-    if has(&["pthread_join", "clockjoin", "timedjoin"]) {
+    if has(&[
+        "ObjectMonitor::enter",
+        "ObjectMonitor::EnterI",
+        "ObjectSynchronizer::enter",
+    ]) {
+        "java_monitor"
+    } else if has(&["ObjectMonitor::wait", "ObjectSynchronizer::wait"]) {
+        "java_object_wait"
+    } else if has(&["Parker::park", "Unsafe_Park"]) {
+        "java_park"
+    } else if has(&["FutexEmulation::Wait"]) {
+        "js_atomics_wait"
+    } else if has(&["pthread_join", "clockjoin", "timedjoin"]) {
         "thread_join"
     } else if has(&[
         "pthread_mutex_lock",

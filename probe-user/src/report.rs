@@ -108,6 +108,10 @@ impl Wait {
                     Some("pthread_mutex") | Some("rust_mutex") | Some("pi_mutex") => "mutex",
                     Some("thread_join") => "join",
                     Some("pthread_cond") | Some("rust_condvar") => "condvar",
+                    Some("java_monitor") => "Java monitor (synchronized)",
+                    Some("java_object_wait") => "Object.wait()",
+                    Some("java_park") => "LockSupport.park",
+                    Some("js_atomics_wait") => "Atomics.wait",
                     _ => op.as_str(),
                 };
                 match (owner, what) {

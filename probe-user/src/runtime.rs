@@ -48,30 +48,45 @@ pub enum Role {
 
 /// Detect the runtime from the executable and the loaded libraries.
 pub fn detect(pid: u32) -> Runtime {
+    detect_from_maps(pid).unwrap_or_else(|| detect_from_exe(pid))
+}
+
+/// From the loaded libraries and the executable's name (cheap: /proc/PID/maps). `None` when
+/// they say nothing; a JVM or Python loads its library after start, so ask again later.
+pub fn detect_from_maps(pid: u32) -> Option<Runtime> {
     let maps = procfs::read_maps(pid).unwrap_or_default();
     let has_lib = |needle: &str| {
         maps.iter()
             .any(|m| crate::report::basename(&m.path).starts_with(needle))
     };
     if has_lib("libjvm.so") {
-        return Runtime::Jvm;
+        return Some(Runtime::Jvm);
     }
     if has_lib("libcoreclr.so") {
-        return Runtime::Dotnet;
+        return Some(Runtime::Dotnet);
     }
     if has_lib("libpython3") {
-        return Runtime::CPython;
+        return Some(Runtime::CPython);
     }
     let exe = procfs::read_exe(pid).unwrap_or_default();
     let exe_base = crate::report::basename(exe.trim_end_matches(" (deleted)")).to_string();
     if exe_base.starts_with("node") || has_lib("libnode.so") {
-        return Runtime::Node;
+        return Some(Runtime::Node);
     }
     if exe_base.starts_with("python") {
-        return Runtime::CPython;
+        return Some(Runtime::CPython);
     }
-    // Inspect the executable itself (through /proc, so deleted files and namespaces work).
-    let Ok(data) = std::fs::read(format!("/proc/{pid}/exe")) else {
+    None
+}
+
+/// From the executable's contents (Go sections, tokio's strings): mapped, not read, through
+/// /proc so deleted files and other mount namespaces work.
+pub fn detect_from_exe(pid: u32) -> Runtime {
+    let Ok(file) = std::fs::File::open(format!("/proc/{pid}/exe")) else {
+        return Runtime::Native;
+    };
+    // SAFETY: read-only private mapping of an executable; see stack::unwind for the caveat.
+    let Ok(data) = (unsafe { memmap2::Mmap::map(&file) }) else {
         return Runtime::Native;
     };
     let Ok(obj) = object::File::parse(&data[..]) else {
@@ -90,6 +105,41 @@ pub fn detect(pid: u32) -> Runtime {
         return Runtime::Tokio;
     }
     Runtime::Native
+}
+
+/// The perf map a JIT runtime writes for profilers (`/tmp/perf-<pid in its namespace>.map`,
+/// seen through the target's root).
+pub fn perf_map_path(pid: u32, ns_pid: Option<u32>) -> std::path::PathBuf {
+    format!("/proc/{pid}/root/tmp/perf-{}.map", ns_pid.unwrap_or(pid)).into()
+}
+
+/// What to tell the user about frames stallprobe cannot name for this runtime, if anything.
+pub fn symbolization_hint(
+    rt: Runtime,
+    pid: u32,
+    has_perf_map: bool,
+    has_unknown_frames: bool,
+) -> Option<String> {
+    if has_perf_map {
+        return None;
+    }
+    match rt {
+        Runtime::Jvm if has_unknown_frames => Some(format!(
+            "JIT frames unsymbolized (no /tmp/perf-{pid}.map): run `jcmd {pid} Compiler.perfmap` (JDK 17+) \
+             and run stallprobe again, or start the JVM with -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit"
+        )),
+        Runtime::Node if has_unknown_frames => Some(
+            "JavaScript frames unnamed: start node with --perf-basic-prof --interpreted-frames-native-stack \
+             (writes /tmp/perf-PID.map)"
+                .into(),
+        ),
+        Runtime::CPython => Some(
+            "Python-level function names need CPython 3.12+ started with `-X perf` (or PYTHONPERFSUPPORT=1); \
+             the interpreter's native frames are shown"
+                .into(),
+        ),
+        _ => None,
+    }
 }
 
 fn memfind(hay: &[u8], needle: &[u8]) -> bool {
@@ -183,6 +233,136 @@ pub static RULES: &[Rule] = &[
         frames: &["CachedParkThread"],
         syscalls: FUTEX,
         within_top: 12,
+    },
+    // ---- JVM: HotSpot names its threads; all of these wait for work in futex. ---------------
+    Rule {
+        runtime: Runtime::Jvm,
+        what: "JVM thread (GC, JIT compiler, VM operations, reference processing, signals)",
+        name_prefixes: &[
+            "GC Thread",
+            "G1 ",
+            "VM Thread",
+            "VM Periodic",
+            "C1 CompilerThre",
+            "C2 CompilerThre",
+            "Sweeper thread",
+            "Signal Dispatch",
+            "Finalizer",
+            "Reference Handl",
+            "Common-Cleaner",
+            "Notification Th",
+            "Service Thread",
+            "Monitor Deflati",
+            "Attach Listener",
+            "JFR ",
+            "Shenandoah",
+            "ZDirector",
+            "ZDriver",
+            "ZStat",
+            "ZWorker",
+            "ZUnmapper",
+            "Parallel GC",
+            "ConcGC",
+            "JVMCI",
+            "Cleaner-",
+        ],
+        frames: &[],
+        syscalls: &[],
+        within_top: 0,
+    },
+    Rule {
+        runtime: Runtime::Jvm,
+        what: "JVM: the main thread after main() returned, waiting for non-daemon threads",
+        name_prefixes: &["DestroyJavaVM"],
+        frames: &[],
+        syscalls: &[],
+        within_top: 0,
+    },
+    Rule {
+        runtime: Runtime::Jvm,
+        what: "JVM: the main thread after main() returned, waiting for non-daemon threads",
+        name_prefixes: &[],
+        frames: &["Threads::destroy_vm", "jni_DestroyJavaVM"],
+        syscalls: &[],
+        within_top: 10,
+    },
+    Rule {
+        runtime: Runtime::Jvm,
+        what: "JVM: signal handler thread running the shutdown sequence (waits for the hooks)",
+        name_prefixes: &[
+            "SIGTERM handler",
+            "SIGINT handler",
+            "SIGHUP handler",
+            "SIGQUIT handler",
+        ],
+        frames: &[],
+        syscalls: &[],
+        within_top: 0,
+    },
+    Rule {
+        runtime: Runtime::Jvm,
+        what: "java launcher thread waiting for the JVM's main thread",
+        name_prefixes: &["java"],
+        frames: &[
+            "pthread_join",
+            "clockjoin",
+            "ContinueInNewThread",
+            "CallJavaMainInNewThread",
+        ],
+        syscalls: FUTEX,
+        within_top: 8,
+    },
+    // ---- Node.js: every thread is called "node"; the stacks say which is which. -------------
+    Rule {
+        runtime: Runtime::Node,
+        what: "Node.js event loop idle in epoll (waiting for I/O or timers)",
+        name_prefixes: &[],
+        frames: &["uv__io_poll"],
+        syscalls: EPOLL,
+        within_top: 4,
+    },
+    Rule {
+        runtime: Runtime::Node,
+        what: "Node.js/V8 platform worker waiting for tasks",
+        name_prefixes: &[],
+        frames: &[
+            "PlatformWorkerThread",
+            "DelayedTaskScheduler",
+            "node::inspector",
+        ],
+        syscalls: &[],
+        within_top: 10,
+    },
+    Rule {
+        runtime: Runtime::Node,
+        what: "libuv threadpool worker waiting for work",
+        name_prefixes: &["libuv-worker"],
+        frames: &[],
+        syscalls: FUTEX,
+        within_top: 0,
+    },
+    // ---- .NET: CoreCLR names its threads. -----------------------------------------------------
+    Rule {
+        runtime: Runtime::Dotnet,
+        what: ".NET runtime thread (GC, finalizer, tiered compilation, thread pool, timers)",
+        name_prefixes: &[
+            ".NET Finalizer",
+            ".NET Tiered Com",
+            ".NET BGC",
+            ".NET Server GC",
+            ".NET SigHandler",
+            ".NET EventPipe",
+            ".NET Debugger",
+            ".NET Timer",
+            ".NET TP Gate",
+            ".NET TP Worker",
+            ".NET ThreadPool",
+            ".NET Long Runn",
+            ".NET Sockets",
+        ],
+        frames: &[],
+        syscalls: &[],
+        within_top: 0,
     },
 ];
 
@@ -313,6 +493,86 @@ mod tests {
             "tokio::runtime::task::core::Core<T,S>::poll",
         ]);
         assert!(classify(Runtime::Tokio, "tokio-runtime-w", Some("recvfrom"), &busy).is_none());
+    }
+
+    #[test]
+    fn jvm_internal_threads_by_name() {
+        for name in [
+            "GC Thread#0",
+            "C2 CompilerThre",
+            "VM Thread",
+            "Signal Dispatch",
+            "Finalizer",
+            "Reference Handl",
+            "G1 Conc#0",
+            "DestroyJavaVM",
+            "SIGTERM handler",
+        ] {
+            assert!(
+                classify(Runtime::Jvm, name, Some("futex"), &[]).is_some(),
+                "{name}"
+            );
+        }
+        // Application threads (Java names) are not.
+        assert!(classify(Runtime::Jvm, "locker-a", Some("futex"), &[]).is_none());
+        assert!(classify(Runtime::Jvm, "shutdown-hook", Some("futex"), &[]).is_none());
+    }
+
+    #[test]
+    fn jvm_launcher_only_when_joining() {
+        let launcher = stack(&[
+            "__futex_abstimed_wait_common",
+            "__pthread_clockjoin_ex",
+            "CallJavaMainInNewThread",
+        ]);
+        assert!(classify(Runtime::Jvm, "java", Some("futex"), &launcher).is_some());
+        // The Java main thread is also called "java": blocked in app code, it is an app thread.
+        let main = stack(&[
+            "__futex_abstimed_wait_common",
+            "___pthread_cond_wait",
+            "os::PlatformEvent::park",
+        ]);
+        assert!(classify(Runtime::Jvm, "java", Some("futex"), &main).is_none());
+    }
+
+    #[test]
+    fn node_threads_by_stack() {
+        let lp = stack(&[
+            "__GI_epoll_pwait",
+            "uv__io_poll",
+            "uv_run",
+            "node::SpinEventLoopInternal",
+        ]);
+        assert!(classify(Runtime::Node, "node", Some("epoll_pwait"), &lp).is_some());
+        let plat = stack(&[
+            "___pthread_cond_wait",
+            "uv_cond_wait",
+            "node::(anonymous namespace)::PlatformWorkerThread(void*)",
+        ]);
+        assert!(classify(Runtime::Node, "node", Some("futex"), &plat).is_some());
+        // A worker parked in Atomics.wait is the application's.
+        let atomics = stack(&[
+            "___pthread_cond_wait",
+            "v8::internal::FutexEmulation::WaitSync",
+            "v8::internal::Builtin_AtomicsWait",
+        ]);
+        assert!(classify(Runtime::Node, "node", Some("futex"), &atomics).is_none());
+    }
+
+    #[test]
+    fn dotnet_threads_by_name() {
+        assert!(classify(Runtime::Dotnet, ".NET Finalizer", Some("futex"), &[]).is_some());
+        assert!(classify(Runtime::Dotnet, "MyWorker", Some("futex"), &[]).is_none());
+    }
+
+    #[test]
+    fn cpython_gil_waiters_are_app() {
+        let gil = stack(&[
+            "__futex_abstimed_wait_common",
+            "take_gil",
+            "PyEval_RestoreThread",
+        ]);
+        assert!(classify(Runtime::CPython, "worker", Some("futex"), &gil).is_none());
     }
 
     #[test]

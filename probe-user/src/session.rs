@@ -717,6 +717,14 @@ impl Session {
                 self.retire(t);
             }
         }
+        // Runtimes load late (a JVM's libjvm, a Python's libpython): ask again while unknown.
+        for p in self.procs.values_mut().filter(|p| p.exited_ns.is_none()) {
+            if matches!(p.runtime, Runtime::Native | Runtime::Tokio)
+                && let Some(rt) = runtime::detect_from_maps(p.pid)
+            {
+                p.runtime = rt;
+            }
+        }
         // Process exits.
         let pids: Vec<u32> = self
             .procs
@@ -1064,6 +1072,19 @@ impl Session {
         timeline.sort_by_key(|e| e.t_ms);
 
         let mut notes = self.notes.clone();
+        for p in self.procs.values() {
+            let unknown = threads.iter().filter(|t| t.pid == p.pid).any(|t| {
+                t.stack.iter().any(|f| {
+                    // Unknown addresses, or V8's interpreter trampoline standing in for JS.
+                    f.function.is_none()
+                        || f.function.as_deref() == Some("Builtins_InterpreterEntryTrampoline")
+                })
+            });
+            let has_map = runtime::perf_map_path(p.pid, p.ns_pid).exists();
+            if let Some(h) = runtime::symbolization_hint(p.runtime, p.pid, has_map, unknown) {
+                notes.push(h);
+            }
+        }
         if self.exited_not_listed > 0 {
             notes.push(format!(
                 "{} short-lived threads exited without blocking past the threshold and are not listed (thread churn)",

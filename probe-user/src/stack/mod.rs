@@ -248,9 +248,18 @@ pub fn is_system_frame(f: &Frame) -> bool {
 /// Where the application itself is waiting: the first named frame that is not a system frame
 /// (falls back to the first frame).
 pub fn top_app_frame(stack: &[Frame]) -> Option<String> {
+    let libc_like = |f: &Frame| {
+        let m = crate::report::basename(f.module.as_deref().unwrap_or(""));
+        ["libc.so", "libc-", "ld-linux", "libpthread", "[vdso]"]
+            .iter()
+            .any(|p| m.starts_with(p))
+    };
     stack
         .iter()
         .find(|f| f.function.is_some() && !is_system_frame(f))
+        // All frames are libraries or runtime (a JVM thread whose Java frames are JIT code
+        // without a perf map): the first one above the C library says more than libc's.
+        .or_else(|| stack.iter().find(|f| f.function.is_some() && !libc_like(f)))
         .or_else(|| stack.first())
         .map(Frame::short)
 }

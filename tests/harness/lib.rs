@@ -618,3 +618,37 @@ pub fn assert_reason(t: &Value, prefix: &str, contains: &[&str]) {
         );
     }
 }
+
+/// Compile `tests/workloads/java/<Class>.java` (javac from the JDK) and return the class
+/// directory for `java -cp DIR Class`.
+pub fn build_java(class: &str) -> PathBuf {
+    let _g = build_lock().lock().unwrap_or_else(|e| e.into_inner());
+    let src = repo_root()
+        .join("tests/workloads/java")
+        .join(format!("{class}.java"));
+    let out = workload_dir().join("java");
+    std::fs::create_dir_all(&out).unwrap();
+    let class_file = out.join(format!("{class}.class"));
+    if is_fresh(&class_file, &[&src]) {
+        return out;
+    }
+    let o = Command::new("javac")
+        .arg("-d")
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .expect("run javac (openjdk)");
+    assert!(
+        o.status.success(),
+        "javac {class}.java failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+/// A Node.js workload script.
+pub fn node_script(name: &str) -> PathBuf {
+    repo_root()
+        .join("tests/workloads/node")
+        .join(format!("{name}.js"))
+}

@@ -23,6 +23,7 @@ static void *holder(void *arg) {
 
 __attribute__((noinline)) static void lock_pi_mutex(void) {
     pthread_mutex_lock(&pi); // blocks: FUTEX_LOCK_PI
+    pthread_mutex_unlock(&pi);
 }
 
 static void *waiter(void *arg) {

@@ -361,11 +361,33 @@ fn bpf_ids(kind: &str) -> BTreeSet<u64> {
         .unwrap_or_default()
 }
 
+/// BPF object ids (prog_id, map_id, link_id) behind a process's file descriptors.
+fn bpf_ids_of(pid: u32) -> BTreeSet<(String, u64)> {
+    let mut out = BTreeSet::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(info) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        for line in info.lines() {
+            for key in ["prog_id", "map_id", "link_id"] {
+                if let Some(v) = line.strip_prefix(key).and_then(|v| v.strip_prefix(':')) {
+                    if let Ok(id) = v.trim().parse() {
+                        out.insert((key.to_string(), id));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn sigkill_leaves_nothing_behind() {
     require_root();
     let mut target = Command::new("sleep").arg("60").spawn().unwrap();
-    let (progs0, maps0, links0) = (bpf_ids("prog"), bpf_ids("map"), bpf_ids("link"));
     let mut sp = Command::new(stallprobe_bin())
         .args(["--pid", &target.id().to_string()])
         .stdout(Stdio::null())
@@ -381,25 +403,39 @@ fn sigkill_leaves_nothing_behind() {
             break;
         }
     }
-    let progs1 = bpf_ids("prog");
-    let ours: BTreeSet<u64> = progs1.difference(&progs0).copied().collect();
-    assert!(!ours.is_empty(), "stallprobe's programs are loaded");
+    // Its programs, maps and links, by the ids behind its file descriptors (other stallprobes
+    // may be running in parallel tests: only ours count).
+    let ours = bpf_ids_of(sp.id());
+    for kind in ["prog_id", "map_id", "link_id"] {
+        assert!(
+            ours.iter().any(|(k, _)| k == kind),
+            "stallprobe holds no {kind}: {ours:?}"
+        );
+    }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sp.id() as i32), Signal::SIGKILL).unwrap();
     sp.wait().unwrap();
-    // The kernel releases programs, maps and links when the last fd goes; give it a moment.
-    let mut left = ours.clone();
-    for _ in 0..50 {
-        left = ours.intersection(&bpf_ids("prog")).copied().collect();
+    // The kernel releases programs, maps and links when the last reference goes; give it a
+    // moment (maps are freed after an RCU grace period).
+    let still = || -> Vec<(String, u64)> {
+        let (p, m, l) = (bpf_ids("prog"), bpf_ids("map"), bpf_ids("link"));
+        ours.iter()
+            .filter(|(k, id)| match k.as_str() {
+                "prog_id" => p.contains(id),
+                "map_id" => m.contains(id),
+                _ => l.contains(id),
+            })
+            .cloned()
+            .collect()
+    };
+    let mut left = still();
+    for _ in 0..100 {
         if left.is_empty() {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
+        left = still();
     }
-    assert!(left.is_empty(), "programs left behind: {left:?}");
-    let maps_left: BTreeSet<u64> = bpf_ids("map").difference(&maps0).copied().collect();
-    assert!(maps_left.is_empty(), "maps left behind: {maps_left:?}");
-    let links_left: BTreeSet<u64> = bpf_ids("link").difference(&links0).copied().collect();
-    assert!(links_left.is_empty(), "links left behind: {links_left:?}");
+    assert!(left.is_empty(), "left behind after SIGKILL: {left:?}");
     // The target was never stopped and still runs.
     let st = std::fs::read_to_string(format!("/proc/{}/stat", target.id())).unwrap();
     let state = st

@@ -233,16 +233,27 @@ fn c_lock_order_deadlock_flags_both_lockers_and_the_joining_main() {
         let t = flagged_thread(&r, name);
         assert_eq!(t["state"], "blocked", "{name}\n{}", describe(&r));
         assert_eq!(t["syscall"], "futex", "{name}");
+        // A lock-order deadlock is named as such, with the mutex's owner.
         assert_reason(
             t,
-            "blocked in futex",
-            &["never woke up", "take_second_lock"],
+            "deadlocked (2 threads): blocked in futex",
+            &["never woke up", "take_second_lock", "held by tid"],
         );
         assert_frame(t, "take_second_lock", "deadlock.c");
         assert_frame(t, func, "deadlock.c");
         addrs.push(t["wait"]["addr"].as_str().unwrap_or("").to_string());
     }
     assert_ne!(addrs[0], addrs[1], "each locker waits on a different mutex");
+    let cycles = r["deadlocks"].as_array().expect("deadlocks");
+    assert_eq!(cycles.len(), 1, "{}", r["deadlocks"]);
+    let mut in_cycle: Vec<&str> = cycles[0]["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    in_cycle.sort();
+    assert_eq!(in_cycle, ["locker-a", "locker-b"]);
     let main = flagged_thread(&r, "main");
     assert_eq!(main["syscall"], "futex");
     assert_reason(main, "blocked", &["futex", "shutdown_and_join"]);

@@ -51,8 +51,8 @@ fn attach_c_deadlock_then_kill_term_is_stalled() {
         assert_eq!(t["syscall"], "futex");
         assert_reason(
             t,
-            "blocked in futex",
-            &["never woke up", "take_second_lock"],
+            "deadlocked (2 threads): blocked in futex",
+            &["never woke up", "take_second_lock", "held by tid"],
         );
         let addr = t["wait"]["addr"].as_str().unwrap_or("0x0");
         assert_eq!(

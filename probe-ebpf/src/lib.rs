@@ -371,7 +371,9 @@ pub struct TaskRecord {
     pub regs: UserRegs,
     /// 1 when a [`TaskState`] follows this record.
     pub has_state: u32,
-    pub _pad: u32,
+    /// Number of kernel stack addresses (u64) that follow (after the `TaskState`, if any);
+    /// only for sleeping threads, at most [`KSTACK_MAX`].
+    pub kstack_len: u32,
     /// `task->sched_info.last_arrival`: when the thread last got a CPU (scheduler clock, ns),
     /// 0 if unknown. For a thread asleep since before stallprobe attached, its block started
     /// shortly after this.
@@ -384,6 +386,11 @@ pub struct TaskRecord {
 }
 
 pub const TASK_RECORD_MAGIC: u32 = 0x5354_4b31; // "STK1"
+
+/// Kernel stack frames captured per sleeping thread in a snapshot (`bpf_get_task_stack`): the
+/// snapshot gives kernel stacks with addresses, and needs no CAP_SYS_ADMIN at read time (unlike
+/// /proc/PID/task/TID/stack).
+pub const KSTACK_MAX: usize = 32;
 
 /// Indexes into the kernel side's per-CPU counter array.
 pub mod counter {
@@ -450,7 +457,7 @@ const _: () = {
     assert!(core::mem::size_of::<UserRegs>() == 24);
     assert!(core::mem::size_of::<SlowCallEvent>() == 24 + 48 + 16 + 24 + 16 + STACK_COPY_MAX);
     assert!(core::mem::size_of::<SignalEvent>() == 24 + 24 + 16);
-    assert!(core::mem::size_of::<ThreadExitEvent>() % 8 == 0);
+    assert!(core::mem::size_of::<ThreadExitEvent>().is_multiple_of(8));
     assert!(core::mem::size_of::<TaskRecord>() == 88);
     assert!(core::mem::size_of::<ForkEvent>() == 32);
     assert!(core::mem::size_of::<ExecEvent>() == 32);

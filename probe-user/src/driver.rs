@@ -246,6 +246,15 @@ pub async fn drive(
     Ok(end)
 }
 
+/// Once attached, keep only what reading the target needs (see preflight::KEPT_AFTER_ATTACH).
+pub fn drop_privileges_or_warn(quiet: bool) {
+    if let Err(e) = crate::preflight::drop_privileges()
+        && !quiet
+    {
+        eprintln!("stallprobe: warning: could not drop privileges after attaching: {e}");
+    }
+}
+
 /// `stallprobe --pid N`.
 pub async fn watch_pid(args: WatchArgs, pid: u32) -> Result<i32, StallError> {
     let opts = args.session_options()?;
@@ -257,6 +266,7 @@ pub async fn watch_pid(args: WatchArgs, pid: u32) -> Result<i32, StallError> {
         StallError::NoSuchProcess { pid, .. } => StallError::NoSuchProcess { pid, exited: true },
         other => other,
     })?;
+    drop_privileges_or_warn(args.quiet);
     if !args.quiet {
         let comm = procfs::read_comm(pid, pid).unwrap_or_default();
         eprintln!(

@@ -276,6 +276,8 @@ pub struct TaskSnapshot {
     pub last_arrival: u64,
     pub reader_arrival: u64,
     pub now_ns: u64,
+    /// Kernel stack addresses, innermost first (sleeping threads only).
+    pub kstack: Vec<u64>,
 }
 
 impl TaskSnapshot {
@@ -315,7 +317,17 @@ pub fn decode_snapshot(mut buf: &[u8]) -> Vec<TaskSnapshot> {
         } else {
             None
         };
+        let n = (rec.kstack_len as usize).min(probe_ebpf::KSTACK_MAX);
+        if buf.len() < n * 8 {
+            break;
+        }
+        let kstack = buf[..n * 8]
+            .chunks_exact(8)
+            .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        buf = &buf[n * 8..];
         out.push(TaskSnapshot {
+            kstack,
             tid: rec.tid,
             tgid: rec.tgid,
             kstate: rec.state,
@@ -440,6 +452,7 @@ mod tests {
             last_arrival: 1_000,
             reader_arrival: 5_000,
             now_ns: 100_000,
+            kstack: vec![],
         };
         assert_eq!(s.last_ran_mono_ns(), Some(96_000));
     }

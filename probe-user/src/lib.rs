@@ -7,7 +7,8 @@
 //! - [`procfs`], [`stack`], [`runtime`], [`syscalls`], [`signals`]: facts about the target
 //!   from /proc, its stacks (DWARF unwinding + symbolization), its language runtime.
 //! - [`session`]: the aggregation engine ([`session::Session`]), [`verdict`]: the shutdown
-//!   judgement, [`report`]: the result as data, [`render`]: as text or JSON.
+//!   judgement, [`report`]: the result as data, [`render`]: as text or JSON, [`export`]: as
+//!   JUnit XML, Markdown, GitHub annotations, folded stacks, a flame graph and pprof.
 //! - [`cli`], [`driver`], [`run`]: the `stallprobe` command.
 
 pub mod bpf;
@@ -16,6 +17,7 @@ pub mod clock;
 pub mod driver;
 pub mod error;
 pub mod events;
+pub mod export;
 pub mod hist;
 pub mod locks;
 pub mod preflight;
@@ -25,7 +27,9 @@ pub mod report;
 pub mod run;
 pub mod runtime;
 pub mod session;
+pub mod sidecar;
 pub mod signals;
 pub mod stack;
 pub mod syscalls;
 pub mod verdict;
+pub mod waits;

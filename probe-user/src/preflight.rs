@@ -12,6 +12,7 @@ pub mod cap {
     pub const SYS_ADMIN: u32 = 21;
     pub const PERFMON: u32 = 38;
     pub const BPF: u32 = 39;
+    pub const CHECKPOINT_RESTORE: u32 = 40;
 }
 
 /// The effective capability set of this process (`CapEff` in /proc/self/status).
@@ -53,12 +54,29 @@ pub fn check_privileges() -> Result<(), StallError> {
         what: "stallprobe needs privileges to load BPF programs and read the target's stacks".into(),
         missing,
         hint: "run it as root (sudo stallprobe ...), or grant the binary the capabilities: \
-               sudo setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_dac_read_search+ep $(command -v stallprobe)"
+               sudo setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_dac_read_search,cap_checkpoint_restore+ep $(command -v stallprobe)"
             .into(),
     })
 }
 
+/// The proc inode of the initial pid namespace (PROC_PID_INIT_INO): the same on every kernel.
+const INIT_PID_NS_INO: u64 = 0xEFFF_FFFC;
+
+/// The probes see host pids; stallprobe must see the same ones (a container needs --pid=host).
+pub fn check_pid_namespace() -> Result<(), StallError> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata("/proc/self/ns/pid") {
+        Ok(m) if m.ino() != INIT_PID_NS_INO => Err(StallError::KernelFeature {
+            what: "a view of the host's processes".into(),
+            detail: "stallprobe runs in a child pid namespace, where pids differ from the ones the kernel probes see".into(),
+            hint: "run it in the host's pid namespace: `docker run --pid=host --privileged ...`, `hostPID: true` in Kubernetes".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 pub fn check_kernel() -> Result<(), StallError> {
+    check_pid_namespace()?;
     let btf = crate::bpf::btf::vmlinux_btf_path();
     if !btf.exists() {
         return Err(StallError::KernelFeature {
@@ -76,6 +94,67 @@ pub fn check_kernel() -> Result<(), StallError> {
             detail: format!("this is {}", std::env::consts::ARCH),
             hint: "stallprobe currently attaches to x86_64 syscall entry points only.".into(),
         });
+    }
+    Ok(())
+}
+
+/// Capabilities kept once the probes are attached: reading the target is all that is left.
+/// CAP_SYS_PTRACE: process_vm_readv of stacks, /proc/PID/{stack,syscall}; CAP_DAC_READ_SEARCH:
+/// /proc files of other users' processes; CAP_CHECKPOINT_RESTORE: /proc/PID/map_files (binaries
+/// that were deleted or live in another mount namespace). Maps and the task iterator are used
+/// through file descriptors, which need no capability.
+pub const KEPT_AFTER_ATTACH: [u32; 3] = [
+    cap::SYS_PTRACE,
+    cap::DAC_READ_SEARCH,
+    cap::CHECKPOINT_RESTORE,
+];
+
+/// Drop every capability but [`KEPT_AFTER_ATTACH`] (effective, permitted and inheritable sets,
+/// and the bounding set so an exec cannot bring them back). Call after attaching and after
+/// starting any child (`stallprobe run`), which keeps the privileges it was started with.
+pub fn drop_privileges() -> Result<(), String> {
+    let keep: u64 = KEPT_AFTER_ATTACH.iter().fold(0, |m, &c| m | (1u64 << c));
+    // Bounding set first (needs CAP_SETPCAP, which we still have).
+    for c in 0..64u32 {
+        if keep & (1u64 << c) == 0 {
+            // SAFETY: prctl with integer arguments.
+            let _ = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0, 0, 0) };
+        }
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut hdr = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let lo = keep as u32;
+    let hi = (keep >> 32) as u32;
+    let data = [
+        Data {
+            effective: lo,
+            permitted: lo,
+            inheritable: 0,
+        },
+        Data {
+            effective: hi,
+            permitted: hi,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset with a valid header and two data words, as the ABI requires.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
     }
     Ok(())
 }

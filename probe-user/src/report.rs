@@ -90,6 +90,10 @@ pub enum Wait {
         target: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<f64>,
+        /// The object behind the fd, described: socket addresses and state, pipe ends and who
+        /// holds them, an epoll's interest list, ...
+        #[serde(skip_serializing_if = "Option::is_none")]
+        object: Option<crate::waits::FdObject>,
     },
 }
 
@@ -125,9 +129,12 @@ impl Wait {
                     (None, _) => format!("{what} {addr:#x}"),
                 }
             }
-            Wait::Fd { fd, target, .. } => match target {
-                Some(t) => format!("fd {fd} ({t})"),
-                None => format!("fd {fd}"),
+            Wait::Fd {
+                fd, target, object, ..
+            } => match (object, target) {
+                (Some(o), _) => format!("fd {fd} ({})", o.summary()),
+                (None, Some(t)) => format!("fd {fd} ({t})"),
+                (None, None) => format!("fd {fd}"),
             },
         }
     }

@@ -139,6 +139,7 @@ pub async fn run(args: RunArgs) -> Result<i32, StallError> {
         return Err(e);
     }
     let pid = paused.release()?;
+    crate::driver::drop_privileges_or_warn(args.watch.quiet);
     let mut plan = ChildPlan {
         child: Child::new(pid),
         stop: args.stop_after.map(|d| (d, stop_sig)),

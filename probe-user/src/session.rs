@@ -150,7 +150,6 @@ struct BlockKey {
 /// What a thread was doing at the last look.
 #[derive(Clone, Debug)]
 struct Observation {
-    at_ns: u64,
     state: ThreadState,
     /// Syscall number it is in (probed or not).
     nr: Option<u32>,
@@ -160,6 +159,8 @@ struct Observation {
     /// Start of the current block/sleep and how we know it.
     since: Option<(u64, BlockedSince)>,
     regs: UserRegs,
+    /// Kernel stack addresses from the snapshot (sleeping threads).
+    kstack: Vec<u64>,
 }
 
 impl Observation {
@@ -294,8 +295,13 @@ pub struct Session {
     exited: std::collections::VecDeque<ThreadTrack>,
     /// Exited threads dropped from `exited` to bound memory (thread churn).
     exited_not_listed: u64,
+    /// Block-time statistics of every thread that exited, summed per call (for metrics that
+    /// only go up).
+    retired_stats: [probe_ebpf::CallStats; probe_ebpf::NUM_CALLS],
     stacks: StackCollector,
     signals: Vec<SignalInfo>,
+    /// The processes alive when the first shutdown signal of this episode came.
+    episode_pids: Option<Vec<u32>>,
     slow_calls: Vec<SlowCallReport>,
     slow_calls_total: u64,
     timeline: Vec<(u64, String, Option<u32>)>,
@@ -349,8 +355,15 @@ impl Session {
             threads: BTreeMap::new(),
             exited: std::collections::VecDeque::new(),
             exited_not_listed: 0,
+            retired_stats: [probe_ebpf::CallStats {
+                count: 0,
+                total_ns: 0,
+                max_ns: 0,
+                buckets: [0; probe_ebpf::HIST_BUCKETS],
+            }; probe_ebpf::NUM_CALLS],
             stacks: StackCollector::new(),
             signals: Vec::new(),
+            episode_pids: None,
             slow_calls: Vec::new(),
             slow_calls_total: 0,
             timeline: Vec::new(),
@@ -416,6 +429,115 @@ impl Session {
         !self.procs.is_empty() && self.procs.values().all(|p| p.exited_ns.is_some())
     }
 
+    /// Every process that was alive when the shutdown signal came has exited (processes
+    /// started after it, e.g. a unit restarting, do not count).
+    pub fn episode_exited(&self) -> bool {
+        match &self.episode_pids {
+            Some(pids) => pids
+                .iter()
+                .all(|p| self.procs.get(p).is_none_or(|t| t.exited_ns.is_some())),
+            None => self.all_exited(),
+        }
+    }
+
+    /// Forget the shutdown episode just reported: signals, exited processes and threads,
+    /// timeline, slow calls; clear the kernel side's shutdown time. The session goes on.
+    pub fn reset_episode(&mut self) {
+        self.signals.clear();
+        self.episode_pids = None;
+        self.timeline.clear();
+        self.slow_calls.clear();
+        self.slow_calls_total = 0;
+        self.exited.clear();
+        self.exited_not_listed = 0;
+        let gone: Vec<u32> = self
+            .procs
+            .values()
+            .filter(|p| p.exited_ns.is_some())
+            .map(|p| p.pid)
+            .collect();
+        for pid in gone {
+            self.procs.remove(&pid);
+            self.stacks.forget(pid);
+            if self.main_pid == Some(pid) {
+                self.main_pid = self.procs.keys().next().copied();
+            }
+        }
+        for t in self.threads.values_mut() {
+            t.at_signal = None;
+            t.cpu_after_signal.clear();
+            t.spin_samples.clear();
+        }
+        self.probes.reset_shutdown();
+    }
+
+    /// Current numbers for the metrics endpoint.
+    pub fn metrics(&self) -> crate::sidecar::metrics::Snapshot {
+        use crate::sidecar::metrics::Snapshot;
+        let threshold = self.opts.threshold.as_nanos() as u64;
+        let now = mono_ns();
+        let mut snap = Snapshot {
+            processes: self.live_pids().len() as u64,
+            dropped: self.probes.counters(),
+            calls: self.retired_stats,
+            ..Snapshot::default()
+        };
+        for t in self.threads.values() {
+            if let Some(st) = &t.stats {
+                for (acc, s) in snap.calls.iter_mut().zip(st.stats.iter()) {
+                    acc.count += s.count;
+                    acc.total_ns += s.total_ns;
+                    acc.max_ns = acc.max_ns.max(s.max_ns);
+                    for (a, b) in acc.buckets.iter_mut().zip(s.buckets.iter()) {
+                        *a += *b;
+                    }
+                }
+            }
+            let Some(o) = &t.obs else { continue };
+            *snap.threads.entry(o.state.as_str()).or_default() += 1;
+            let long = o
+                .since
+                .is_some_and(|(s, _)| now.saturating_sub(s) >= threshold);
+            if o.state == ThreadState::Blocked && long {
+                let call =
+                    o.nr.and_then(Call::from_nr)
+                        .map(|c| c.name())
+                        .unwrap_or("other");
+                let rt = self
+                    .procs
+                    .get(&t.pid)
+                    .map(|p| p.runtime)
+                    .unwrap_or_default();
+                let stack = t
+                    .stacks
+                    .as_ref()
+                    .map(|(_, s)| s.user.as_slice())
+                    .unwrap_or(&[]);
+                let role = if runtime::classify(rt, &t.name, Some(call), stack).is_some() {
+                    "runtime"
+                } else {
+                    "app"
+                };
+                *snap.blocked.entry((call, role)).or_default() += 1;
+            }
+        }
+        snap
+    }
+
+    /// Pids of the live watched processes.
+    pub fn live_pids(&self) -> Vec<u32> {
+        self.procs
+            .values()
+            .filter(|p| p.exited_ns.is_none())
+            .map(|p| p.pid)
+            .collect()
+    }
+
+    /// Whether `pid` is watched (alive or not).
+    pub fn watches(&self, pid: u32) -> bool {
+        self.procs.contains_key(&pid)
+    }
+
     /// Record how a process exited, as its parent saw it (run mode reaps its child).
     pub fn note_exit_status(&mut self, pid: u32, exit_code: Option<i32>, killed_by: Option<i32>) {
         let now = mono_ns();
@@ -433,6 +555,16 @@ impl Session {
     /// Move an exited thread to the `exited` list, keeping it bounded: under thread churn the
     /// oldest short-lived threads are dropped (and counted), so memory stays flat.
     fn retire(&mut self, t: ThreadTrack) {
+        if let Some(st) = &t.stats {
+            for (acc, s) in self.retired_stats.iter_mut().zip(st.stats.iter()) {
+                acc.count += s.count;
+                acc.total_ns += s.total_ns;
+                acc.max_ns = acc.max_ns.max(s.max_ns);
+                for (a, b) in acc.buckets.iter_mut().zip(s.buckets.iter()) {
+                    *a += *b;
+                }
+            }
+        }
         self.exited.push_back(t);
         if self.exited.len() > MAX_EXITED {
             let threshold = self.opts.threshold.as_nanos() as u64;
@@ -523,6 +655,7 @@ impl Session {
             Event::Signal(s) => {
                 let first = self.signals.is_empty();
                 if first {
+                    self.episode_pids = Some(self.live_pids());
                     let now = mono_ns();
                     for t in self.threads.values_mut() {
                         t.at_signal = t.obs.as_ref().map(|o| describe_obs(t.pid, o, now));
@@ -813,23 +946,23 @@ impl Session {
         });
         let obs = if running {
             Observation {
-                at_ns: now,
                 state: ThreadState::Running,
                 nr: None,
                 args: [0; 6],
                 call: None,
                 since: None,
                 regs: s.regs,
+                kstack: s.kstack.clone(),
             }
         } else if let Some(c) = in_flight {
             Observation {
-                at_ns: now,
                 state: ThreadState::Blocked,
                 nr: Some(c.call.nr()),
                 args: [c.obj, c.arg, 0, 0, 0, 0],
                 call: Some(c),
                 since: Some((c.start_ns, BlockedSince::Probe)),
                 regs: s.regs,
+                kstack: s.kstack.clone(),
             }
         } else {
             // Asleep, but not in a call the probes saw start: since before attach, or a call
@@ -857,7 +990,6 @@ impl Session {
                     let call =
                         Call::from_nr(nr).and_then(|c| call_from_args(c, &args, since_estimate.0));
                     Observation {
-                        at_ns: now,
                         state: if call.is_some() {
                             ThreadState::Blocked
                         } else {
@@ -868,25 +1000,26 @@ impl Session {
                         call,
                         since: Some(since_estimate),
                         regs: s.regs,
+                        kstack: s.kstack.clone(),
                     }
                 }
                 Some(SyscallState::Running) => Observation {
-                    at_ns: now,
                     state: ThreadState::Running,
                     nr: None,
                     args: [0; 6],
                     call: None,
                     since: None,
                     regs: s.regs,
+                    kstack: s.kstack.clone(),
                 },
                 _ => Observation {
-                    at_ns: now,
                     state: ThreadState::Sleeping,
                     nr: None,
                     args: [0; 6],
                     call: None,
                     since: Some(fresh),
                     regs: s.regs,
+                    kstack: s.kstack.clone(),
                 },
             }
         };
@@ -901,7 +1034,7 @@ impl Session {
             && t.announced != key
         {
             t.announced = key;
-            let stacks = self.stacks.live(pid, tid, obs.regs);
+            let stacks = self.stacks.live(pid, tid, obs.regs, &obs.kstack);
             let at = top_app_frame(&stacks.user);
             let wait = obs.call.as_ref().map(|c| wait_of_call(pid, c, now));
             live.push(LiveEvent::Blocked {
@@ -932,6 +1065,12 @@ impl Session {
 
     /// End the session: one last look, stacks for whoever still needs them, the verdict.
     pub fn finish(mut self, end: EndReason) -> Report {
+        self.report(end)
+    }
+
+    /// The report as of now, without ending the session (the sidecar reports one shutdown
+    /// episode, calls [`Session::reset_episode`] and goes on watching).
+    pub fn report(&mut self, end: EndReason) -> Report {
         let mut sink = Vec::new();
         self.drain_ring(&mut sink);
         if self.procs.values().any(|p| p.exited_ns.is_none()) {
@@ -958,7 +1097,7 @@ impl Session {
                 continue;
             }
             let pid = t.pid;
-            let st = self.stacks.live(pid, tid, obs.regs);
+            let st = self.stacks.live(pid, tid, obs.regs, &obs.kstack);
             if let Some(t) = self.threads.get_mut(&tid) {
                 t.stacks = Some((key, st));
             }
@@ -1041,6 +1180,12 @@ impl Session {
             .values()
             .map(|t| (t.tid, runnable_share(&t.cpu_after_signal)))
             .collect();
+        // Programs rename their main thread after start: take the current name if alive.
+        for p in self.procs.values_mut().filter(|p| p.exited_ns.is_none()) {
+            if let Some(c) = procfs::read_comm(p.pid, p.pid) {
+                p.comm = c;
+            }
+        }
         let main_pid = self.main_pid.unwrap_or(0);
         let target = self
             .procs
@@ -1120,6 +1265,7 @@ impl Session {
             })
             .collect();
         crate::locks::annotate(&mut threads, crate::stack::memory::read_u32, &wakers, now);
+        describe_fd_waits(&mut threads);
         let deadlocks = crate::locks::find_cycles(&threads);
 
         let runtimes: BTreeMap<u32, Runtime> =
@@ -1157,7 +1303,7 @@ impl Session {
             summary: judged.summary,
             threads,
             deadlocks,
-            slow_calls: self.slow_calls,
+            slow_calls: std::mem::take(&mut self.slow_calls),
             slow_calls_total: self.slow_calls_total,
             timeline,
             dropped_events: counters.dropped(),
@@ -1187,6 +1333,34 @@ impl Session {
     }
 }
 
+/// Describe the objects behind the fds that live threads wait on (one /proc scan per process).
+fn describe_fd_waits(threads: &mut [ThreadReport]) {
+    let mut by_pid: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for t in threads.iter().filter(|t| t.state != ThreadState::Exited) {
+        if let Some(Wait::Fd { fd, .. }) = &t.wait {
+            by_pid.entry(t.pid).or_default().push(*fd);
+        }
+    }
+    for (pid, mut fds) in by_pid {
+        fds.sort_unstable();
+        fds.dedup();
+        let objs = crate::waits::describe_fds(pid, &fds);
+        let found: BTreeMap<u64, crate::waits::FdObject> = fds
+            .into_iter()
+            .zip(objs)
+            .filter_map(|(fd, o)| Some((fd, o?)))
+            .collect();
+        for t in threads
+            .iter_mut()
+            .filter(|t| t.pid == pid && t.state != ThreadState::Exited)
+        {
+            if let Some(Wait::Fd { fd, object, .. }) = t.wait.as_mut() {
+                *object = found.get(fd).cloned();
+            }
+        }
+    }
+}
+
 /// A thread's observation as the report describes it (state, syscall, wait).
 fn describe_obs(pid: u32, o: &Observation, now: u64) -> AtSignal {
     let syscall = o.nr.map(|nr| match Call::from_nr(nr) {
@@ -1200,6 +1374,7 @@ fn describe_obs(pid: u32, o: &Observation, now: u64) -> AtSignal {
                 fd: o.args[0],
                 target: procfs::read_fd_target(pid, o.args[0]),
                 timeout_ms: None,
+                object: None,
             })
         }),
     };
@@ -1293,6 +1468,7 @@ pub fn wait_of_call(pid: u32, c: &CallRecord, now: u64) -> Option<Wait> {
             fd: c.obj,
             target: procfs::read_fd_target(pid, c.obj),
             timeout_ms,
+            object: None,
         },
     })
 }

@@ -22,6 +22,7 @@ mod workloads;
 
 use std::{
     process::Command,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -42,7 +43,22 @@ const ATTACH_RUNS: usize = 5;
 /// Before each run, wait up to this long for other processes to use less than
 /// `report::NOISY_OTHERS_CPU_PCT` of a CPU; at most `QUIET_BUDGET` in all.
 const QUIET_WAIT: Duration = Duration::from_secs(5);
-const QUIET_BUDGET: Duration = Duration::from_secs(90);
+const QUIET_BUDGET: Duration = Duration::from_secs(30);
+
+/// Set by Ctrl-C / SIGTERM: finish the current run (its processes are killed and reaped), skip
+/// the rest, report what was measured. A second Ctrl-C exits at once.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_sig: libc::c_int) {
+    if INTERRUPTED.swap(true, Ordering::SeqCst) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(130) };
+    }
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
 
 pub fn run(runs: usize, secs: f64, only: Option<&str>) -> Result<()> {
     if runs == 0 {
@@ -66,6 +82,12 @@ pub fn run(runs: usize, secs: f64, only: Option<&str>) -> Result<()> {
     }
     let machine = machine_info(&tools);
     let loadavg_start = loadavg();
+    // SAFETY: the handler only touches an atomic (and _exit).
+    unsafe {
+        let handler = on_interrupt as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t;
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
 
     step(&format!(
         "throughput: {} workload(s) x {} configurations x {runs} runs of {secs} s, alternating",
@@ -75,43 +97,33 @@ pub fn run(runs: usize, secs: f64, only: Option<&str>) -> Result<()> {
     for w in &workloads {
         println!("  {:<9} {}", w.name(), w.describe());
     }
-    let mut records: Vec<RunRecord> = Vec::new();
-    let mut waited = Duration::ZERO;
-    for round in 1..=runs {
-        for &w in &workloads {
-            for &c in &configs {
-                if waited < QUIET_BUDGET {
-                    let max = QUIET_WAIT.min(QUIET_BUDGET - waited);
-                    let w = proc::wait_for_quiet(report::NOISY_OTHERS_CPU_PCT, max);
-                    if w >= Duration::from_secs(1) {
-                        println!(
-                            "  (waited {:.1} s for other processes to quiet down)",
-                            w.as_secs_f64()
-                        );
-                    }
-                    waited += w;
-                }
-                let r = run_one(round, w, c, &tools, &bins, secs);
-                print_progress(runs, &r);
-                records.push(r);
-            }
-        }
-    }
+    let (records, waited) = run_matrix(runs, secs, &workloads, &configs, &tools, &bins);
 
-    step("attach time, memory and time to report");
-    let attach = report_err("attach time", extras::attach_time(&tools, ATTACH_RUNS));
-    let memory = report_err(
-        "memory",
-        extras::memory(&tools, &bins, MEMORY_THREADS, MEMORY_WATCH),
-    );
-    let grace = report_err(
-        "grace",
-        extras::grace(&tools, &bins, GRACE_THREADS, GRACE_RUNS),
-    );
+    let (mut attach, mut memory, mut grace) = (None, None, None);
+    if !interrupted() {
+        step("attach time, memory and time to report");
+        attach = report_err("attach time", extras::attach_time(&tools, ATTACH_RUNS));
+    }
+    if !interrupted() {
+        memory = report_err(
+            "memory",
+            extras::memory(&tools, &bins, MEMORY_THREADS, MEMORY_WATCH),
+        );
+    }
+    if !interrupted() {
+        grace = report_err(
+            "grace",
+            extras::grace(&tools, &bins, GRACE_THREADS, GRACE_RUNS),
+        );
+    }
+    if interrupted() {
+        println!("\ninterrupted: reporting what was measured so far");
+    }
 
     let cells = report::cells(&records, &workloads, &configs);
     let targets = report::targets(
         &cells,
+        &records,
         &workloads,
         attach.as_ref(),
         memory.as_ref(),
@@ -127,33 +139,10 @@ pub fn run(runs: usize, secs: f64, only: Option<&str>) -> Result<()> {
     );
     report::print_table(&cells, &configs);
     report::print_targets(&targets);
-    let noisy: Vec<&String> = {
-        let mut v: Vec<&String> = records.iter().flat_map(|r| &r.foreign_tracers).collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    if !noisy.is_empty() {
-        println!(
-            "\nwarning: other tracers ran during {} of {} runs ({}): they slow the probed syscalls \
-             of every configuration, the baseline included; re-run on a quiet host",
-            records
-                .iter()
-                .filter(|r| !r.foreign_tracers.is_empty())
-                .count(),
-            records.len(),
-            noisy
-                .iter()
-                .take(6)
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
+    print_noise_warning(&records);
 
-    let out_dir = util::root().join("target/bench");
-    std::fs::create_dir_all(&out_dir)?;
-    let path = out_dir.join("latest.json");
+    let path = util::root().join("target/bench/latest.json");
+    std::fs::create_dir_all(path.parent().unwrap())?;
     let doc = json!({
         "schema": "stallprobe-bench/1",
         "machine": machine,
@@ -165,13 +154,14 @@ pub fn run(runs: usize, secs: f64, only: Option<&str>) -> Result<()> {
             "workloads": workloads.iter().map(|w| json!({"name": w.name(), "what": w.describe()})).collect::<Vec<_>>(),
             "configs": configs.iter().map(|c| json!({"name": c.name(), "what": c.describe()})).collect::<Vec<_>>(),
             "order": "for each round: for each workload: every configuration in the order above",
+            "noisy_run": format!("other processes used more than {}% of one CPU during the window, or another tracer ran", report::NOISY_OTHERS_CPU_PCT),
         },
         "summary": cells,
         "targets": targets,
         "attach_time": attach,
         "memory": memory,
         "grace": grace,
-        "foreign_tracers_seen": noisy,
+        "interrupted": interrupted(),
         "waited_for_quiet_host_secs": waited.as_secs_f64(),
         "total_secs": started.elapsed().as_secs_f64(),
         "runs": records,
@@ -183,6 +173,80 @@ pub fn run(runs: usize, secs: f64, only: Option<&str>) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Every configuration of every workload, `runs` times, alternating. Before each run, wait (a
+/// little, within a budget) for the host to be quiet. Returns the runs and the time spent waiting.
+fn run_matrix(
+    runs: usize,
+    secs: f64,
+    workloads: &[Workload],
+    configs: &[Config],
+    tools: &Tools,
+    bins: &std::path::Path,
+) -> (Vec<RunRecord>, Duration) {
+    let mut records = Vec::new();
+    let mut waited = Duration::ZERO;
+    for round in 1..=runs {
+        for &w in workloads {
+            for &c in configs {
+                if interrupted() {
+                    return (records, waited);
+                }
+                if waited < QUIET_BUDGET {
+                    let max = QUIET_WAIT.min(QUIET_BUDGET - waited);
+                    let this = proc::wait_for_quiet(report::NOISY_OTHERS_CPU_PCT, max);
+                    if this >= Duration::from_secs(1) {
+                        println!(
+                            "  (waited {:.1} s for other processes to quiet down)",
+                            this.as_secs_f64()
+                        );
+                    }
+                    waited += this;
+                }
+                let r = run_one(round, w, c, tools, bins, secs);
+                if interrupted() {
+                    // Ctrl-C reached the workload and the tool too: not a real result.
+                    return (records, waited);
+                }
+                print_progress(runs, &r);
+                records.push(r);
+            }
+        }
+    }
+    (records, waited)
+}
+
+fn print_noise_warning(records: &[RunRecord]) {
+    let noisy = records.iter().filter(|r| r.is_noisy()).count();
+    if noisy == 0 {
+        return;
+    }
+    let mut tracers: Vec<&str> = records
+        .iter()
+        .flat_map(|r| {
+            r.foreign_tracers
+                .iter()
+                .map(|t| t.split_once(' ').map_or(t.as_str(), |x| x.1))
+        })
+        .collect();
+    tracers.sort();
+    tracers.dedup();
+    println!(
+        "\nwarning: {noisy} of {} runs were noisy: other processes used more than {:.0}% of a CPU \
+         during the measured window{}. Their ratios are less trustworthy; re-run on a quiet host.",
+        records.len(),
+        report::NOISY_OTHERS_CPU_PCT,
+        if tracers.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", or other tracers ran ({}; they slow the syscalls of every configuration, \
+                 the baseline included)",
+                tracers.join(", ")
+            )
+        }
+    );
 }
 
 /// One workload under one configuration. Every process it starts is gone when it returns.

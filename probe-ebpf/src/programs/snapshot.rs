@@ -9,10 +9,10 @@ use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
         bpf_get_current_task_btf, bpf_ktime_get_ns,
-        generated::{bpf_seq_write, bpf_task_pt_regs},
+        generated::{bpf_get_task_stack, bpf_seq_write, bpf_task_pt_regs},
     },
 };
-use probe_ebpf::{TASK_RECORD_MAGIC, TaskRecord, TaskState, UserRegs};
+use probe_ebpf::{KSTACK_MAX, TASK_RECORD_MAGIC, TaskRecord, TaskState, UserRegs};
 
 use crate::maps::{
     is_target, read_kernel, task_comm_off, task_flags_off, task_last_arrival_off, task_pid_off,
@@ -65,15 +65,32 @@ pub fn snapshot_tasks(ctx: *mut c_void) -> i32 {
         }
     };
     let st = task_state(task as *mut c_void, false);
+    let kstate = read_kernel::<u32>(task, task_state_off()).unwrap_or(0);
+    // The kernel stack of a sleeping thread (a running one's would be stale at once).
+    let mut kstack = [0u64; KSTACK_MAX];
+    let mut kstack_len: u32 = 0;
+    if kstate != 0 {
+        let n = unsafe {
+            bpf_get_task_stack(
+                task as *mut _,
+                kstack.as_mut_ptr().cast(),
+                (KSTACK_MAX * 8) as u32,
+                0,
+            )
+        };
+        if n > 0 {
+            kstack_len = ((n as u32) / 8).min(KSTACK_MAX as u32);
+        }
+    }
     let rec = TaskRecord {
         magic: TASK_RECORD_MAGIC,
         tid: read_kernel::<u32>(task, task_pid_off()).unwrap_or(0),
         tgid,
-        state: read_kernel::<u32>(task, task_state_off()).unwrap_or(0),
+        state: kstate,
         comm: read_kernel::<[u8; 16]>(task, task_comm_off()).unwrap_or([0; 16]),
         regs: user,
         has_state: st.is_some() as u32,
-        _pad: 0,
+        kstack_len,
         last_arrival: last_arrival(task),
         reader_arrival: last_arrival(unsafe { bpf_get_current_task_btf() } as *const u8),
         now_ns: unsafe { bpf_ktime_get_ns() },
@@ -90,6 +107,10 @@ pub fn snapshot_tasks(ctx: *mut c_void) -> i32 {
                 core::ptr::from_mut(st).cast(),
                 core::mem::size_of::<TaskState>() as u32,
             );
+        }
+        let bytes = (kstack_len as usize * 8) & (KSTACK_MAX * 8 * 2 - 1);
+        if bytes > 0 && bytes <= KSTACK_MAX * 8 {
+            bpf_seq_write(seq.cast(), kstack.as_mut_ptr().cast(), bytes as u32);
         }
     }
     0

@@ -315,6 +315,11 @@ impl Probes {
         self.shutdown.get(&0, 0).ok().filter(|&t| t != 0)
     }
 
+    /// Forget the shutdown signal (the next one starts a new episode).
+    pub fn reset_shutdown(&mut self) {
+        let _ = self.shutdown.set(0, 0u64, 0);
+    }
+
     /// Run the task iterator: every target thread as it is right now.
     pub fn snapshot(&mut self) -> Result<Vec<TaskSnapshot>, StallError> {
         let prog: &mut Iter = program(&mut self.ebpf, "snapshot_tasks")?;

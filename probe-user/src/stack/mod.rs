@@ -43,7 +43,9 @@ const MAX_CACHED_FRAMES: usize = 100_000;
 
 impl StackCollector {
     pub fn new() -> StackCollector {
-        StackCollector::default()
+        let mut c = StackCollector::default();
+        c.symbols.warm_kernel();
+        c
     }
 
     /// Load a process's unwind tables and cache its mappings for symbolization (while alive).
@@ -107,11 +109,18 @@ impl StackCollector {
         self.symbolize(pid, regs, &raw)
     }
 
-    /// User and kernel stack of a thread blocked right now.
-    pub fn live(&mut self, pid: u32, tid: u32, regs: UserRegs) -> Stacks {
+    /// User and kernel stack of a thread blocked right now. `kstack` are the kernel addresses
+    /// the task iterator captured; without them, /proc/PID/task/TID/stack (names only, and
+    /// only with CAP_SYS_ADMIN).
+    pub fn live(&mut self, pid: u32, tid: u32, regs: UserRegs, kstack: &[u64]) -> Stacks {
+        let kernel = if kstack.is_empty() {
+            procfs::read_kernel_stack(pid, tid)
+        } else {
+            self.symbols.symbolize_kernel(kstack)
+        };
         Stacks {
             user: self.live_user(pid, regs),
-            kernel: procfs::read_kernel_stack(pid, tid),
+            kernel,
         }
     }
 

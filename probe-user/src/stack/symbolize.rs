@@ -12,16 +12,18 @@ use blazesym::{
         Input, Symbolized, Symbolizer as Blaze,
         cache::{self, Cache},
         evict::{self, Evict},
-        source::{Process, Source},
+        source::{Kernel, Process, Source},
     },
 };
 
 use super::unwind::RawFrame;
-use crate::report::Frame;
+use crate::{procfs::KernelFrame, report::Frame};
 
 pub struct Symbolizer {
     blaze: Blaze,
     prepared: HashSet<u32>,
+    /// Kernel symbols by address (kernel stacks repeat a lot).
+    kernel: std::collections::HashMap<u64, KernelFrame>,
 }
 
 impl Default for Symbolizer {
@@ -67,7 +69,59 @@ impl Symbolizer {
                 .enable_inlined_fns(true)
                 .build(),
             prepared: HashSet::new(),
+            kernel: std::collections::HashMap::new(),
         }
+    }
+
+    fn kernel_source() -> Source<'static> {
+        let mut k = Kernel::default();
+        k.vmlinux = blazesym::MaybeDefault::None;
+        k.debug_syms = false;
+        Source::Kernel(k)
+    }
+
+    /// Load the kernel's symbols now (/proc/kallsyms), while stallprobe still has the
+    /// privileges that show their addresses; blazesym keeps them for later.
+    pub fn warm_kernel(&mut self) {
+        let _ = self.symbolize_kernel(&[0xffff_ffff_8100_0000]);
+    }
+
+    /// Kernel addresses (innermost first) to names.
+    pub fn symbolize_kernel(&mut self, addrs: &[u64]) -> Vec<KernelFrame> {
+        let missing: Vec<u64> = addrs
+            .iter()
+            .copied()
+            .filter(|a| !self.kernel.contains_key(a))
+            .collect();
+        if !missing.is_empty() {
+            if self.kernel.len() > 50_000 {
+                self.kernel.clear();
+            }
+            let src = Self::kernel_source();
+            let syms = self
+                .blaze
+                .symbolize(&src, Input::AbsAddr(&missing))
+                .unwrap_or_default();
+            for (i, a) in missing.iter().enumerate() {
+                let f = match syms.get(i) {
+                    Some(Symbolized::Sym(s)) => KernelFrame {
+                        addr: *a,
+                        function: s.name.to_string(),
+                        offset: Some(s.offset as u64),
+                    },
+                    _ => KernelFrame {
+                        addr: *a,
+                        function: format!("{a:#x}"),
+                        offset: None,
+                    },
+                };
+                self.kernel.insert(*a, f);
+            }
+        }
+        addrs
+            .iter()
+            .filter_map(|a| self.kernel.get(a).cloned())
+            .collect()
     }
 
     /// Cache the process's mappings now, while it is alive, so later symbolization works even
@@ -102,7 +156,25 @@ impl Symbolizer {
         let src = Source::Process(Process::new(Pid::from(pid)));
         let addrs: Vec<u64> = raw.iter().map(|f| f.lookup).collect();
         let mut out = Vec::with_capacity(raw.len());
-        if let Ok(syms) = self.blaze.symbolize(&src, Input::AbsAddr(&addrs)) {
+        let mut batch = self.blaze.symbolize(&src, Input::AbsAddr(&addrs));
+        // /proc/PID/map_files needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE: without them,
+        // open the binaries by path instead.
+        let all_unknown = |b: &Result<Vec<Symbolized<'_>>, _>| {
+            b.as_ref()
+                .map(|v| v.iter().all(|s| matches!(s, Symbolized::Unknown(_))))
+                .unwrap_or(true)
+        };
+        if all_unknown(&batch) {
+            let mut by_path = Process::new(Pid::from(pid));
+            by_path.map_files = false;
+            let again = self
+                .blaze
+                .symbolize(&Source::Process(by_path), Input::AbsAddr(&addrs));
+            if !all_unknown(&again) {
+                batch = again;
+            }
+        }
+        if let Ok(syms) = batch {
             for (rf, sym) in raw.iter().zip(syms) {
                 push_frames(&mut out, rf, &sym);
             }

@@ -41,6 +41,8 @@ pub fn attach_time(tools: &Tools, n: usize) -> Result<AttachTime> {
     })
 }
 
+const MEMORY_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// stallprobe's memory while watching a target with many threads.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Memory {
@@ -57,6 +59,8 @@ pub struct Memory {
     pub cpu_pct: f64,
     /// SIGINT -> exit (final snapshot and report for every thread).
     pub report_secs: f64,
+    /// It did not exit cleanly after SIGINT (the numbers above still hold).
+    pub problem: Option<String>,
 }
 
 pub fn memory(
@@ -96,15 +100,20 @@ pub fn memory(
     // Keep sampling while it builds the final report: that may be the peak.
     sp.signal(libc::SIGINT);
     let t1 = Instant::now();
-    while sp.try_wait().is_none() && t1.elapsed() < Duration::from_secs(30) {
+    while sp.try_wait().is_none() && t1.elapsed() < MEMORY_STOP_TIMEOUT {
         sample(&mut rss_max, &mut hwm);
         std::thread::sleep(Duration::from_millis(5));
     }
     let report_secs = t1.elapsed().as_secs_f64();
-    let (st, killed) = sp.stop(libc::SIGINT, Duration::from_secs(1));
-    if killed || !st.success() {
-        bail!("stallprobe on the {threads}-thread target ended badly ({st})");
-    }
+    let stuck_in = sp.try_wait().is_none().then(|| proc::kernel_stack(pid, 4));
+    let (st, _) = sp.stop(libc::SIGINT, Duration::from_secs(1));
+    let problem = match stuck_in {
+        Some(stack) => Some(format!(
+            "stallprobe did not exit within 30 s of SIGINT (kernel stack: {stack}); killed"
+        )),
+        None if !st.success() => Some(format!("stallprobe exited with {st}")),
+        None => None,
+    };
     Ok(Memory {
         target_threads: threads,
         watched_secs: watched,
@@ -114,6 +123,7 @@ pub fn memory(
         bpf_maps: maps,
         cpu_pct,
         report_secs,
+        problem,
     })
 }
 

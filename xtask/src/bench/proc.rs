@@ -305,9 +305,9 @@ impl HostCpu {
 }
 
 /// Wait until the host is quiet: other processes using less than `max_pct` % of one CPU over
-/// a 300 ms look. Gives up after `budget`; returns how long it waited beyond the first look.
+/// a 200 ms look. Gives up after `budget`; returns how long it waited beyond the first look.
 pub fn wait_for_quiet(max_pct: f64, budget: Duration) -> Duration {
-    const LOOK: Duration = Duration::from_millis(300);
+    const LOOK: Duration = Duration::from_millis(200);
     let t0 = Instant::now();
     let me = [std::process::id()];
     loop {

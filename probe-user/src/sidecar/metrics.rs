@@ -1,0 +1,287 @@
+//! The Prometheus/OpenMetrics endpoint of the sidecar (`--metrics-addr`): a tiny HTTP server
+//! that serves the text exposition format on GET /metrics.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    sync::{Arc, Mutex},
+};
+
+use probe_ebpf::{Call, CallStats, HIST_BUCKETS, NUM_CALLS};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+use crate::bpf::Counters;
+
+/// What the session knows right now, in numbers.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub processes: u64,
+    /// Live threads by state.
+    pub threads: BTreeMap<&'static str, u64>,
+    /// Threads blocked past the threshold, by (call, role).
+    pub blocked: BTreeMap<(&'static str, &'static str), u64>,
+    /// Block-time statistics per call, all threads ever seen.
+    pub calls: [CallStats; NUM_CALLS],
+    pub dropped: Counters,
+    /// Flagged threads of the last verdict.
+    pub flagged: u64,
+    /// Verdicts given, by kind.
+    pub verdicts: BTreeMap<&'static str, u64>,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            processes: 0,
+            threads: BTreeMap::new(),
+            blocked: BTreeMap::new(),
+            calls: [CallStats {
+                count: 0,
+                total_ns: 0,
+                max_ns: 0,
+                buckets: [0; HIST_BUCKETS],
+            }; NUM_CALLS],
+            dropped: Counters::default(),
+            flagged: 0,
+            verdicts: BTreeMap::new(),
+        }
+    }
+}
+
+/// stallprobe's own CPU time (s) and resident memory (bytes).
+fn self_usage() -> (f64, u64) {
+    let stat = crate::procfs::read_process_stat(std::process::id());
+    let cpu = stat
+        .map(|s| (s.utime + s.stime) as f64 / crate::procfs::clock_ticks() as f64)
+        .unwrap_or(0.0);
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            crate::procfs::status_field(&s, "VmRSS")
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024;
+    (cpu, rss)
+}
+
+/// Histogram buckets exposed: upper bounds 2^i ns for i in this range (1 µs .. ~550 s).
+const FIRST_BUCKET: usize = 10;
+
+/// Render the text exposition format (OpenMetrics-compatible, `# EOF` at the end).
+pub fn render(s: &Snapshot, unit: &str) -> String {
+    let mut o = String::new();
+    let lbl = |extra: &str| {
+        if unit.is_empty() {
+            format!("{{{extra}}}")
+        } else if extra.is_empty() {
+            format!("{{unit=\"{unit}\"}}")
+        } else {
+            format!("{{unit=\"{unit}\",{extra}}}")
+        }
+    };
+    let _ = writeln!(o, "# HELP stallprobe_processes Watched processes alive.");
+    let _ = writeln!(o, "# TYPE stallprobe_processes gauge");
+    let _ = writeln!(o, "stallprobe_processes{} {}", lbl(""), s.processes);
+    let _ = writeln!(o, "# HELP stallprobe_threads Watched threads by state.");
+    let _ = writeln!(o, "# TYPE stallprobe_threads gauge");
+    for st in ["blocked", "running", "sleeping"] {
+        let n = s.threads.get(st).copied().unwrap_or(0);
+        let _ = writeln!(
+            o,
+            "stallprobe_threads{} {n}",
+            lbl(&format!("state=\"{st}\""))
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP stallprobe_blocked_threads Threads blocked in a probed call for at least the threshold, by call and role."
+    );
+    let _ = writeln!(o, "# TYPE stallprobe_blocked_threads gauge");
+    for ((call, role), n) in &s.blocked {
+        let _ = writeln!(
+            o,
+            "stallprobe_blocked_threads{} {n}",
+            lbl(&format!("call=\"{call}\",role=\"{role}\""))
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP stallprobe_block_duration_seconds Durations of probed blocking calls."
+    );
+    let _ = writeln!(o, "# TYPE stallprobe_block_duration_seconds histogram");
+    for (c, st) in Call::ALL.iter().zip(s.calls.iter()) {
+        if st.count == 0 {
+            continue;
+        }
+        let name = c.name();
+        let mut cum: u64 = st.buckets[..FIRST_BUCKET].iter().map(|&b| b as u64).sum();
+        for (i, b) in st.buckets.iter().enumerate().skip(FIRST_BUCKET) {
+            cum += *b as u64;
+            if i + 1 < HIST_BUCKETS {
+                let le = (1u64 << (i + 1)) as f64 / 1e9;
+                let _ = writeln!(
+                    o,
+                    "stallprobe_block_duration_seconds_bucket{} {cum}",
+                    lbl(&format!("call=\"{name}\",le=\"{le}\""))
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "stallprobe_block_duration_seconds_bucket{} {}",
+            lbl(&format!("call=\"{name}\",le=\"+Inf\"")),
+            st.count
+        );
+        let _ = writeln!(
+            o,
+            "stallprobe_block_duration_seconds_count{} {}",
+            lbl(&format!("call=\"{name}\"")),
+            st.count
+        );
+        let _ = writeln!(
+            o,
+            "stallprobe_block_duration_seconds_sum{} {}",
+            lbl(&format!("call=\"{name}\"")),
+            st.total_ns as f64 / 1e9
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP stallprobe_flagged_threads Threads flagged by the last shutdown verdict."
+    );
+    let _ = writeln!(o, "# TYPE stallprobe_flagged_threads gauge");
+    let _ = writeln!(o, "stallprobe_flagged_threads{} {}", lbl(""), s.flagged);
+    let _ = writeln!(
+        o,
+        "# HELP stallprobe_verdicts Shutdown verdicts given, by verdict."
+    );
+    let _ = writeln!(o, "# TYPE stallprobe_verdicts counter");
+    for v in ["clean", "stalled"] {
+        let n = s.verdicts.get(v).copied().unwrap_or(0);
+        let _ = writeln!(
+            o,
+            "stallprobe_verdicts_total{} {n}",
+            lbl(&format!("verdict=\"{v}\""))
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP stallprobe_dropped_events Events the kernel side could not deliver, by kind."
+    );
+    let _ = writeln!(o, "# TYPE stallprobe_dropped_events counter");
+    let d = &s.dropped;
+    for (k, n) in [
+        ("slow_call", d.dropped_slow_calls),
+        ("signal", d.dropped_signals),
+        ("thread_exit", d.dropped_thread_exits),
+        ("lifecycle", d.dropped_lifecycle),
+        ("task_storage", d.task_storage_failures),
+    ] {
+        let _ = writeln!(
+            o,
+            "stallprobe_dropped_events_total{} {n}",
+            lbl(&format!("kind=\"{k}\""))
+        );
+    }
+    let (cpu, rss) = self_usage();
+    let _ = writeln!(
+        o,
+        "# HELP stallprobe_cpu_seconds stallprobe's own CPU time."
+    );
+    let _ = writeln!(o, "# TYPE stallprobe_cpu_seconds counter");
+    let _ = writeln!(o, "stallprobe_cpu_seconds_total{} {cpu}", lbl(""));
+    let _ = writeln!(
+        o,
+        "# HELP stallprobe_resident_memory_bytes stallprobe's own resident memory."
+    );
+    let _ = writeln!(o, "# TYPE stallprobe_resident_memory_bytes gauge");
+    let _ = writeln!(o, "stallprobe_resident_memory_bytes{} {rss}", lbl(""));
+    o.push_str("# EOF\n");
+    o
+}
+
+/// Serve `text` (updated by the caller) on `addr` until the runtime stops.
+pub async fn serve(addr: &str, text: Arc<Mutex<String>>) -> std::io::Result<std::net::SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let text = text.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let n = match tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    sock.read(&mut buf),
+                )
+                .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
+                let req = String::from_utf8_lossy(&buf[..n]);
+                let path = req.split_whitespace().nth(1).unwrap_or("");
+                let (status, ctype, body) = if req.starts_with("GET ")
+                    && (path == "/metrics" || path.starts_with("/metrics?"))
+                {
+                    let body = text.lock().map(|t| t.clone()).unwrap_or_default();
+                    (
+                        "200 OK",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        body,
+                    )
+                } else {
+                    ("404 Not Found", "text/plain", "try /metrics\n".to_string())
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_types_and_eof() {
+        let mut s = Snapshot::default();
+        s.processes = 2;
+        s.blocked.insert(("futex", "app"), 3);
+        s.calls[0].count = 5;
+        s.calls[0].buckets[20] = 5; // ~1 ms
+        s.calls[0].total_ns = 5_000_000;
+        let t = render(&s, "nginx.service");
+        assert!(t.contains("stallprobe_processes{unit=\"nginx.service\"} 2"));
+        assert!(t.contains(
+            "stallprobe_blocked_threads{unit=\"nginx.service\",call=\"futex\",role=\"app\"} 3"
+        ));
+        assert!(t.contains(
+            "stallprobe_block_duration_seconds_count{unit=\"nginx.service\",call=\"futex\"} 5"
+        ));
+        assert!(t.contains("le=\"+Inf\"} 5"));
+        assert!(t.ends_with("# EOF\n"));
+        // Buckets are cumulative and end at the count.
+        let last_finite: u64 = t
+            .lines()
+            .filter(|l| {
+                l.starts_with("stallprobe_block_duration_seconds_bucket") && !l.contains("+Inf")
+            })
+            .last()
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap();
+        assert_eq!(last_finite, 5);
+    }
+}

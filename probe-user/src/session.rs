@@ -600,7 +600,12 @@ impl Session {
 
     /// Wait until the ring buffer has data or `timeout` passes.
     pub async fn wait(&self, timeout: Duration) {
-        let _ = tokio::time::timeout(timeout, self.ring.readable()).await;
+        if let Ok(Ok(mut guard)) = tokio::time::timeout(timeout, self.ring.readable()).await {
+            // Clear the readiness now: the drain in `poll` empties the ring, and the next event
+            // is a new edge. Keeping it set would make every later wait return at once (a busy
+            // loop).
+            guard.clear_ready();
+        }
     }
 
     /// Drain the ring buffer, and look at every thread if `interval` has passed (or `force`).
@@ -638,8 +643,6 @@ impl Session {
                 }
             }
         }
-        // The readiness flag is cleared by `readable()` guards; nothing to do with a get_mut drain
-        // other than letting the next wait() re-arm it.
         for e in events {
             self.handle_event(e, live);
         }
@@ -1186,7 +1189,15 @@ impl Session {
                 p.comm = c;
             }
         }
-        let main_pid = self.main_pid.unwrap_or(0);
+        // The report is about the process that got the shutdown signal (a sidecar watches a
+        // unit whose main process changes with restarts), else the first one watched.
+        let main_pid = self
+            .signals
+            .first()
+            .map(|s| s.tgid)
+            .filter(|p| self.procs.contains_key(p))
+            .or(self.main_pid)
+            .unwrap_or(0);
         let target = self
             .procs
             .get(&main_pid)

@@ -193,6 +193,7 @@ pub fn journal_entries(report: &Report, unit: &str) -> Vec<Vec<(&'static str, St
                 "MESSAGE",
                 format!("stallprobe: {label}: tid {} ({}) {reason}", t.tid, t.name),
             ),
+            ("STALLPROBE_THREAD_PID", t.pid.to_string()),
             ("PRIORITY", journal::priority::ERR.to_string()),
             ("STALLPROBE_TID", t.tid.to_string()),
             ("STALLPROBE_THREAD", t.name.clone()),

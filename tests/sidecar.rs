@@ -1,0 +1,337 @@
+//! `stallprobe watch`, the sidecar: structured verdicts in the real journal (journald started
+//! standalone: systemd is not PID 1 here), restarts followed through the cgroup, readiness via
+//! sd_notify, the metrics endpoint, and the systemd unit file.
+
+use std::{
+    io::{Read, Write},
+    os::unix::{net::UnixDatagram, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use nix::sys::signal::Signal;
+use stallprobe_tests::*;
+
+/// journald, started once (standalone) if nothing listens on the journal socket.
+fn journald() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let sock = Path::new("/run/systemd/journal/socket");
+        let alive = sock.exists()
+            && UnixDatagram::unbound()
+                .and_then(|s| {
+                    s.send_to(b"SYSLOG_IDENTIFIER=stallprobe-tests\nMESSAGE=ping\n", sock)
+                })
+                .is_ok();
+        if !alive {
+            Command::new("/lib/systemd/systemd-journald")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .expect("start systemd-journald (package systemd)");
+            let t = Instant::now();
+            while !sock.exists() && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            assert!(sock.exists(), "journald did not create its socket");
+        }
+    });
+}
+
+/// Journal entries written by stallprobe about `pid`.
+fn journal_entries(pid: u32) -> Vec<Value> {
+    let out = Command::new("journalctl")
+        .args(["-o", "json", "--no-pager", "SYSLOG_IDENTIFIER=stallprobe"])
+        .arg(format!("STALLPROBE_PID={pid}"))
+        .output()
+        .expect("journalctl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn wait_for_entries(pid: u32, n: usize) -> Vec<Value> {
+    let t = Instant::now();
+    loop {
+        let e = journal_entries(pid);
+        if e.len() >= n || t.elapsed() > Duration::from_secs(60) {
+            return e;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A fresh cgroup v2 directory (removed on drop once empty).
+struct Cgroup(PathBuf);
+
+impl Cgroup {
+    fn new(tag: &str) -> Cgroup {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        let root = mounts
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(2) == Some(&"cgroup2")).then(|| f[1].to_string())
+            })
+            .expect("a cgroup2 mount");
+        let dir = PathBuf::from(root).join(format!("stallprobe-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::create_dir(&dir);
+        Cgroup(dir)
+    }
+
+    /// Start `cmd` and move it into this cgroup (before it creates its threads: it waits for
+    /// `--ready` output to be read only after the move).
+    fn start(&self, bin: &Path, args: &[&str]) -> Child {
+        let child = Command::new(bin)
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::fs::write(self.0.join("cgroup.procs"), child.id().to_string()).unwrap();
+        child
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn term(c: &Child) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+}
+
+fn reap(mut c: Child) {
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+/// A notify socket like systemd's, to receive READY=1 and friends.
+fn notify_socket() -> (UnixDatagram, PathBuf) {
+    let path = std::env::temp_dir().join(format!("stallprobe-notify-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let s = UnixDatagram::bind(&path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    (s, path)
+}
+
+fn recv_until(s: &UnixDatagram, needle: &str) -> String {
+    let mut buf = [0u8; 4096];
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(60) {
+        if let Ok(n) = s.recv(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if m.contains(needle) {
+                return m;
+            }
+        }
+    }
+    panic!("no {needle} on the notify socket");
+}
+
+#[test]
+fn verdicts_go_to_the_journal_and_restarts_are_followed() {
+    require_root();
+    journald();
+    let bin = build_c("deadlock");
+    let cg = Cgroup::new("journal");
+    let first = cg.start(&bin, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let (notify, notify_path) = notify_socket();
+    let mut sp = Command::new(stallprobe_bin())
+        .args(["watch", "--cgroup"])
+        .arg(&cg.0)
+        .args(["--grace", "1s", "--quiet"])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = recv_until(&notify, "READY=1");
+    assert!(ready.contains("STATUS=watching"), "{ready}");
+
+    // The service is stopped and hangs: a verdict with one entry per flagged thread.
+    term(&first);
+    let entries = wait_for_entries(first.id(), 4);
+    let verdict = entries
+        .iter()
+        .find(|e| e["STALLPROBE_FLAGGED"].is_string())
+        .unwrap_or_else(|| panic!("no verdict entry: {entries:?}"));
+    assert_eq!(verdict["STALLPROBE_VERDICT"], "stalled");
+    assert_eq!(verdict["STALLPROBE_SIGNAL"], "SIGTERM");
+    assert_eq!(verdict["STALLPROBE_FLAGGED"], "3");
+    assert_eq!(verdict["PRIORITY"], "3");
+    let mut threads: Vec<String> = entries
+        .iter()
+        .filter_map(|e| e["STALLPROBE_THREAD"].as_str().map(str::to_string))
+        .collect();
+    threads.sort();
+    assert_eq!(threads, ["locker-a", "locker-b", "main"], "{entries:?}");
+    for e in entries
+        .iter()
+        .filter(|e| e["STALLPROBE_THREAD"].is_string())
+    {
+        assert!(e["STALLPROBE_TID"].as_str().unwrap().parse::<u32>().is_ok());
+        assert!(!e["STALLPROBE_REASON"].as_str().unwrap().is_empty());
+        // Native protocol: multi-line stacks arrive whole.
+        let stack = e["STALLPROBE_STACK"].as_str().unwrap_or("");
+        assert!(stack.lines().count() > 2, "{e}");
+        if e["STALLPROBE_THREAD"] != "main" {
+            assert!(stack.contains("take_second_lock"), "{stack}");
+            assert!(
+                e["STALLPROBE_REASON"]
+                    .as_str()
+                    .unwrap()
+                    .contains("deadlocked"),
+                "{e}"
+            );
+        }
+    }
+
+    // Restart: the hung process is killed and a new one starts in the same cgroup.
+    reap(first);
+    let second = cg.start(&bin, &[]);
+    std::thread::sleep(Duration::from_millis(1500)); // followed within an interval or two
+    term(&second);
+    let entries = wait_for_entries(second.id(), 4);
+    assert!(
+        entries.iter().any(|e| e["STALLPROBE_VERDICT"] == "stalled"),
+        "the restarted process is watched too: {entries:?}"
+    );
+
+    // Stopping the sidecar: exit 0, STOPPING=1.
+    term(&sp);
+    recv_until(&notify, "STOPPING=1");
+    let st = sp.wait().unwrap();
+    assert_eq!(st.code(), Some(0));
+    let mut err = String::new();
+    sp.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    reap(second);
+    let _ = std::fs::remove_file(notify_path);
+}
+
+#[test]
+fn metrics_endpoint() {
+    require_root();
+    let w = Workload::start(
+        &mut Command::new(build_c("foundation")),
+        Duration::from_secs(20),
+    );
+    // A free port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut sp = Command::new(stallprobe_bin())
+        .args([
+            "watch",
+            "--pid",
+            &w.pid().to_string(),
+            "--metrics-addr",
+            &addr,
+            "--quiet",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let body = loop {
+        let got = std::net::TcpStream::connect(&addr).ok().and_then(|mut s| {
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .ok()?;
+            let mut b = String::new();
+            s.read_to_string(&mut b).ok()?;
+            Some(b)
+        });
+        if let Some(b) = got
+            && b.contains("stallprobe_blocked_threads{call=\"futex\",role=\"app\"}")
+        {
+            break b;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no metrics with blocked threads"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(body.contains("# TYPE stallprobe_block_duration_seconds histogram"));
+    let blocked_futex: u64 = body
+        .lines()
+        .find(|l| l.starts_with("stallprobe_blocked_threads{call=\"futex\",role=\"app\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap();
+    assert!(
+        blocked_futex >= 2,
+        "the two lockers (and the joining main): {blocked_futex}"
+    );
+    assert!(body.contains("stallprobe_block_duration_seconds_count{call=\"futex\"}"));
+    assert!(body.contains("stallprobe_dropped_events_total{kind=\"slow_call\"} 0"));
+    assert!(body.contains("stallprobe_resident_memory_bytes"));
+    assert!(body.trim_end().ends_with("# EOF"));
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(sp.id() as i32), Signal::SIGTERM);
+    assert_eq!(sp.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn systemd_unit_file_verifies() {
+    require_root();
+    let unit =
+        std::fs::read_to_string(repo_root().join("packaging/systemd/stallprobe@.service")).unwrap();
+    // Point ExecStart at the binary under test (the packaged path is /usr/local/bin).
+    let unit = unit.replace(
+        "/usr/local/bin/stallprobe",
+        stallprobe_bin().to_str().unwrap(),
+    );
+    for needle in [
+        "Type=notify",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "MemoryMax=",
+        "CAP_BPF",
+        "CAP_PERFMON",
+        "CAP_SYS_PTRACE",
+        "CAP_DAC_READ_SEARCH",
+        "WatchdogSec=",
+    ] {
+        assert!(unit.contains(needle), "unit lacks {needle}");
+    }
+    let dir = workload_dir().join(format!("unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("stallprobe@nginx.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{text}"
+    );
+    let complaints: Vec<&str> = text.lines().filter(|l| l.contains("stallprobe@")).collect();
+    assert!(complaints.is_empty(), "{complaints:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}

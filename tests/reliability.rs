@@ -626,3 +626,45 @@ fn process_in_another_pid_and_mount_namespace() {
     assert!(ns_tid < 10, "small tid inside the new namespace: {ns_tid}");
     assert_frame(a, "take_second_lock", "foundation.c");
 }
+
+#[test]
+fn privileges_are_dropped_once_attached() {
+    require_root();
+    let mut target = Command::new("sleep").arg("60").spawn().unwrap();
+    let mut sp = Command::new(stallprobe_bin())
+        .args(["--pid", &target.id().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = sp.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    while !lines
+        .next()
+        .expect("stallprobe stderr")
+        .unwrap()
+        .contains("watching pid")
+    {}
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sp.id())).unwrap();
+    let caps = |k: &str| {
+        let v = status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string();
+        u64::from_str_radix(&v, 16).unwrap()
+    };
+    // CAP_DAC_READ_SEARCH (2), CAP_SYS_PTRACE (19), CAP_CHECKPOINT_RESTORE (40): reading only.
+    let kept = (1u64 << 2) | (1 << 19) | (1 << 40);
+    assert_eq!(caps("CapEff:"), kept, "{status}");
+    assert_eq!(caps("CapPrm:"), kept);
+    assert_eq!(caps("CapBnd:"), kept, "an exec cannot regain them");
+    // It still works: Ctrl-C gives a report and exit 0.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sp.id() as i32), Signal::SIGINT).unwrap();
+    assert_eq!(sp.wait().unwrap().code(), Some(0));
+    target.kill().unwrap();
+    target.wait().unwrap();
+}

@@ -492,3 +492,52 @@ fn go_goroutine_in_a_blocking_read_flags_its_os_thread() {
     assert_frame(t, "main.worker", "read_stuck.go");
     assert_rest_are_runtime(&r);
 }
+
+/// `run --timeout`: a command that finishes in time keeps its own exit code; one that hangs
+/// gets the stop signal, the grace period and the verdict.
+#[test]
+fn run_timeout_passes_through_or_judges() {
+    require_root();
+    let finished = stallprobe(
+        &[
+            "run",
+            "--timeout",
+            "30s",
+            "--format",
+            "json",
+            "--quiet",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        finished.code, 3,
+        "the command's own exit code:\n{}",
+        finished.stderr
+    );
+    assert_eq!(finished.json()["verdict"], "observed");
+
+    let bin = build_c("deadlock");
+    let hung = stallprobe(
+        &[
+            "run",
+            "--timeout",
+            "1s",
+            "--grace",
+            "1s",
+            "--format",
+            "json",
+            "--quiet",
+            "--",
+            bin.to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(hung.code, 1, "{}", hung.stderr);
+    let r = hung.json();
+    assert_eq!(r["verdict"], "stalled");
+    assert_eq!(r["shutdown"]["signal"], "SIGTERM");
+}

@@ -245,9 +245,11 @@ pub struct TaskState {
     /// `bpf_ktime_get_ns()` of the last such return.
     pub last_return_after_signal_ns: u64,
     /// The futex word this thread last woke waiters on (FUTEX_WAKE, requeue, unlock-PI), and
-    /// when: answers "who last woke the threads waiting on this futex".
+    /// how many wake calls it made: answers "who last woke the threads waiting on this futex".
+    /// No timestamp (a clock read on every wake is measurable); user space notes when the
+    /// count changes between snapshots.
     pub woke_addr: u64,
-    pub woke_ns: u64,
+    pub woke_count: u64,
     pub stats: [CallStats; NUM_CALLS],
 }
 
@@ -369,7 +371,9 @@ pub struct TaskRecord {
     pub comm: [u8; 16],
     /// The thread's user registers (saved at its last kernel entry).
     pub regs: UserRegs,
-    /// 1 when a [`TaskState`] follows this record.
+    /// What follows this record: 0 nothing, [`STATE_FULL`] a whole [`TaskState`],
+    /// [`STATE_BRIEF`] its first [`TASK_STATE_BRIEF_LEN`] bytes (call in flight and wake
+    /// counters, not the histograms: most snapshots do not need them).
     pub has_state: u32,
     /// Number of kernel stack addresses (u64) that follow (after the `TaskState`, if any);
     /// only for sleeping threads, at most [`KSTACK_MAX`].
@@ -386,6 +390,17 @@ pub struct TaskRecord {
 }
 
 pub const TASK_RECORD_MAGIC: u32 = 0x5354_4b31; // "STK1"
+
+pub const STATE_FULL: u32 = 1;
+pub const STATE_BRIEF: u32 = 2;
+/// Bytes of [`TaskState`] before `stats`.
+pub const TASK_STATE_BRIEF_LEN: usize = core::mem::offset_of!(TaskState, stats);
+
+/// Bits of `CONTROL[0]`, written by user space before it runs the task iterator.
+pub mod control {
+    /// Dump whole [`super::TaskState`]s (with histograms) instead of brief ones.
+    pub const WANT_STATS: u32 = 1;
+}
 
 /// Kernel stack frames captured per sleeping thread in a snapshot (`bpf_get_task_stack`): the
 /// snapshot gives kernel stacks with addresses, and needs no CAP_SYS_ADMIN at read time (unlike
@@ -442,12 +457,14 @@ pub mod maps {
     pub const COUNTERS: &str = "COUNTERS";
     /// Array of one u64: `bpf_ktime_get_ns()` of the first shutdown signal (0: none yet).
     pub const SHUTDOWN: &str = "SHUTDOWN";
+    /// Array of one u32: [`super::control`] bits for the task iterator.
+    pub const CONTROL: &str = "CONTROL";
     /// Task storage of [`super::TaskState`].
     pub const TASKS: &str = "TASKS";
 }
 
 /// Default ring-buffer size in bytes (a power of two, multiple of the page size).
-pub const RINGBUF_BYTES: u32 = 8 << 20;
+pub const RINGBUF_BYTES: u32 = 4 << 20;
 
 const _: () = {
     assert!(core::mem::size_of::<InFlight>() == 48);
@@ -463,4 +480,5 @@ const _: () = {
     assert!(core::mem::size_of::<ExecEvent>() == 32);
     assert!(STACK_COPY_MAX.is_multiple_of(STACK_CHUNK));
     assert!(Call::ALL.len() == NUM_CALLS);
+    assert!(TASK_STATE_BRIEF_LEN == 80);
 };

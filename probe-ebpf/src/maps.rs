@@ -85,6 +85,19 @@ static EVENTS: RingBuf<u8, { RINGBUF_BYTES as usize }> = RingBuf::new();
 #[btf_map]
 static COUNTERS: PerCpuArray<u64, { probe_ebpf::counter::NUM as usize }> = PerCpuArray::new();
 
+/// `[0]`: what the task iterator should dump (`probe_ebpf::control`), set by user space.
+#[btf_map]
+static CONTROL: Array<u32, 1> = Array::new();
+
+/// Whether the task iterator should dump whole task states (with histograms).
+#[inline(always)]
+pub fn want_stats() -> bool {
+    match CONTROL.get(0) {
+        Some(c) => *c & probe_ebpf::control::WANT_STATS != 0,
+        None => true,
+    }
+}
+
 /// `[0]`: `bpf_ktime_get_ns()` of the first shutdown signal to any target (0 = none yet).
 #[btf_map]
 static SHUTDOWN: Array<u64, 1> = Array::new();

@@ -27,6 +27,8 @@ Exit codes:
   2  stallprobe could not do its job: bad usage, no such process, missing privileges
      (CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE), a kernel without BTF or fentry, an output file
      (-o, --junit, --summary, --pprof, --flamegraph) that could not be written
+  With `run --timeout DUR`, a command that finishes before the timeout makes stallprobe exit
+  with the command's own exit code (so a failing test suite still fails).
 
 In CI: --junit, --summary, --pprof and --flamegraph write their files in addition to the
 report. Under GitHub Actions (GITHUB_ACTIONS=true) each flagged thread also becomes an
@@ -197,7 +199,13 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_duration, value_name = "DUR")]
     pub stop_after: Option<Duration>,
 
-    /// The signal --stop-after sends.
+    /// For commands that should finish on their own (a test suite): if CMD is still running
+    /// after DUR, treat it as a shutdown (stop signal, grace, verdict). When CMD finishes in
+    /// time, stallprobe exits with CMD's own exit code, so failing tests still fail the job.
+    #[arg(long, value_parser = parse_duration, value_name = "DUR", conflicts_with = "stop_after")]
+    pub timeout: Option<Duration>,
+
+    /// The signal --stop-after / --timeout sends.
     #[arg(long, default_value = "TERM", value_name = "SIG")]
     pub stop_signal: String,
 

@@ -52,8 +52,10 @@ impl Child {
         self.status.is_none()
     }
 
+    /// Signal the child's process group (it leads one: see run.rs), like a terminal would:
+    /// its own children, e.g. the test binaries under `cargo test`, get it too.
     pub fn signal(&self, sig: Signal) {
-        if self.alive() {
+        if self.alive() && kill(Pid::from_raw(-(self.pid as i32)), sig).is_err() {
             let _ = kill(Pid::from_raw(self.pid as i32), sig);
         }
     }
@@ -115,6 +117,32 @@ fn note_status(session: &mut Session, st: WaitStatus) {
     }
 }
 
+/// SIGINT and SIGTERM to stallprobe itself, caught from the start (before attaching, so a
+/// signal right after "watching" is never lost nor fatal).
+pub struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub fn install() -> Result<StopSignals, StallError> {
+        Ok(StopSignals {
+            int: tokio::signal::unix::signal(SignalKind::interrupt())
+                .map_err(|e| StallError::Other(e.into()))?,
+            term: tokio::signal::unix::signal(SignalKind::terminate())
+                .map_err(|e| StallError::Other(e.into()))?,
+        })
+    }
+
+    /// The next one to arrive.
+    pub async fn recv(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.int.recv() => Signal::SIGINT,
+            _ = self.term.recv() => Signal::SIGTERM,
+        }
+    }
+}
+
 /// What run mode asks the loop to do with its child.
 pub struct ChildPlan {
     pub child: Child,
@@ -127,13 +155,10 @@ pub async fn drive(
     session: &mut Session,
     args: &WatchArgs,
     mut plan: Option<&mut ChildPlan>,
+    stops: &mut StopSignals,
 ) -> Result<EndReason, StallError> {
     let style = args.live_style();
     let started = Instant::now();
-    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())
-        .map_err(|e| StallError::Other(e.into()))?;
-    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())
-        .map_err(|e| StallError::Other(e.into()))?;
     let mut forwarded = false;
     let mut stop_sent = false;
     let interval = session.options().interval;
@@ -174,8 +199,7 @@ pub async fn drive(
             };
             tokio::select! {
                 _ = session.wait(wake.max(Duration::from_millis(1))) => {}
-                _ = sigint.recv() => interrupt = Some(Signal::SIGINT),
-                _ = sigterm.recv() => interrupt = Some(Signal::SIGTERM),
+                sig = stops.recv() => interrupt = Some(sig),
                 _ = child_exit => child_exited = true,
             }
         }
@@ -261,6 +285,7 @@ pub async fn watch_pid(args: WatchArgs, pid: u32) -> Result<i32, StallError> {
     if !procfs::process_exists(pid) {
         return Err(StallError::NoSuchProcess { pid, exited: false });
     }
+    let mut stops = StopSignals::install()?;
     let mut session = Session::attach(opts)?;
     session.add_process(pid).map_err(|e| match e {
         StallError::NoSuchProcess { pid, .. } => StallError::NoSuchProcess { pid, exited: true },
@@ -278,7 +303,7 @@ pub async fn watch_pid(args: WatchArgs, pid: u32) -> Result<i32, StallError> {
             }
         );
     }
-    let end = drive(&mut session, &args, None).await?;
+    let end = drive(&mut session, &args, None, &mut stops).await?;
     let report = session.finish(end);
     args.emit(&report)?;
     Ok(verdict::exit_code(report.verdict))

@@ -273,6 +273,8 @@ pub struct TaskSnapshot {
     pub comm: String,
     pub regs: UserRegs,
     pub state: Option<Box<TaskState>>,
+    /// `state` holds only the call in flight and the counters; its histograms are not filled.
+    pub brief: bool,
     pub last_arrival: u64,
     pub reader_arrival: u64,
     pub now_ns: u64,
@@ -307,15 +309,26 @@ pub fn decode_snapshot(mut buf: &[u8]) -> Vec<TaskSnapshot> {
             break; // out of sync: stop rather than invent threads
         }
         buf = &buf[size_of::<TaskRecord>()..];
-        let state = if rec.has_state == 1 {
-            let st = read_pod::<TaskState>(buf);
-            if st.is_none() {
-                break;
+        let (state, brief) = match rec.has_state {
+            probe_ebpf::STATE_FULL => {
+                let Some(st) = read_pod::<TaskState>(buf) else {
+                    break;
+                };
+                buf = &buf[size_of::<TaskState>()..];
+                (Some(Box::new(st)), false)
             }
-            buf = &buf[size_of::<TaskState>()..];
-            st.map(Box::new)
-        } else {
-            None
+            probe_ebpf::STATE_BRIEF => {
+                let n = probe_ebpf::TASK_STATE_BRIEF_LEN;
+                if buf.len() < n {
+                    break;
+                }
+                // The fields before the histograms; the histograms stay zero (`brief`).
+                let mut full = vec![0u8; size_of::<TaskState>()];
+                full[..n].copy_from_slice(&buf[..n]);
+                buf = &buf[n..];
+                (read_pod::<TaskState>(&full).map(Box::new), true)
+            }
+            _ => (None, false),
         };
         let n = (rec.kstack_len as usize).min(probe_ebpf::KSTACK_MAX);
         if buf.len() < n * 8 {
@@ -327,6 +340,7 @@ pub fn decode_snapshot(mut buf: &[u8]) -> Vec<TaskSnapshot> {
             .collect();
         buf = &buf[n * 8..];
         out.push(TaskSnapshot {
+            brief,
             kstack,
             tid: rec.tid,
             tgid: rec.tgid,
@@ -427,17 +441,28 @@ mod tests {
             ..Default::default()
         };
         let mut buf = bytes_of(&rec(2, 0));
-        buf.extend(bytes_of(&rec(3, 1)));
+        buf.extend(bytes_of(&rec(3, probe_ebpf::STATE_FULL)));
         let mut st: TaskState = unsafe { std::mem::zeroed() };
         st.inflight.call = Call::Read as u16;
         st.inflight.obj = 4;
+        st.stats[0].count = 9;
         buf.extend(bytes_of(&st));
         buf.extend(bytes_of(&rec(4, 0)));
+        buf.extend(bytes_of(&rec(5, probe_ebpf::STATE_BRIEF)));
+        buf.extend(&bytes_of(&st)[..probe_ebpf::TASK_STATE_BRIEF_LEN]);
         let s = decode_snapshot(&buf);
-        assert_eq!(s.len(), 3);
+        assert_eq!(s.len(), 4);
         assert!(s[0].state.is_none());
         assert_eq!(s[1].in_flight().unwrap().call, Call::Read);
+        assert_eq!(s[1].state.as_ref().unwrap().stats[0].count, 9);
         assert_eq!(s[2].tid, 4);
+        assert!(s[3].brief);
+        assert_eq!(s[3].in_flight().unwrap().obj, 4);
+        assert_eq!(
+            s[3].state.as_ref().unwrap().stats[0].count,
+            0,
+            "no histograms in a brief"
+        );
     }
 
     #[test]
@@ -449,6 +474,7 @@ mod tests {
             comm: String::new(),
             regs: UserRegs::default(),
             state: None,
+            brief: false,
             last_arrival: 1_000,
             reader_arrival: 5_000,
             now_ns: 100_000,

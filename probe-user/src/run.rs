@@ -132,6 +132,7 @@ impl Paused {
 pub async fn run(args: RunArgs) -> Result<i32, StallError> {
     let opts = args.watch.session_options()?;
     let stop_sig = signals::parse(&args.stop_signal)?;
+    let mut stops = crate::driver::StopSignals::install()?;
     let mut session = Session::attach(opts)?;
     let paused = spawn_paused(&args.cmd)?;
     if let Err(e) = session.add_process(paused.pid) {
@@ -142,23 +143,28 @@ pub async fn run(args: RunArgs) -> Result<i32, StallError> {
     crate::driver::drop_privileges_or_warn(args.watch.quiet);
     let mut plan = ChildPlan {
         child: Child::new(pid),
-        stop: args.stop_after.map(|d| (d, stop_sig)),
+        stop: args.stop_after.or(args.timeout).map(|d| (d, stop_sig)),
     };
     if !args.watch.quiet {
         eprintln!(
             "stallprobe: started pid {pid}: {}{}",
             args.cmd.join(" "),
-            match args.stop_after {
-                Some(d) => format!(
+            match (args.stop_after, args.timeout) {
+                (Some(d), _) => format!(
                     " (will send {} after {})",
                     stop_sig.as_str(),
                     humantime::format_duration(d)
                 ),
-                None => String::new(),
+                (None, Some(d)) => format!(
+                    " (timeout {}: then {}, grace, verdict)",
+                    humantime::format_duration(d),
+                    stop_sig.as_str()
+                ),
+                _ => String::new(),
             }
         );
     }
-    let end = drive(&mut session, &args.watch, Some(&mut plan)).await;
+    let end = drive(&mut session, &args.watch, Some(&mut plan), &mut stops).await;
     let end = match end {
         Ok(e) => e,
         Err(e) => {
@@ -167,9 +173,23 @@ pub async fn run(args: RunArgs) -> Result<i32, StallError> {
         }
     };
     let report = session.finish(end);
+    // With --timeout, a command that finished by itself before it ends like itself.
+    let own_exit = match (args.timeout, plan.child.status) {
+        (Some(_), Some(nix::sys::wait::WaitStatus::Exited(_, code)))
+            if report.shutdown.is_none() =>
+        {
+            Some(code)
+        }
+        (Some(_), Some(nix::sys::wait::WaitStatus::Signaled(_, sig, _)))
+            if report.shutdown.is_none() =>
+        {
+            Some(128 + sig as i32)
+        }
+        _ => None,
+    };
     if !args.keep {
         plan.child.kill_and_reap();
     }
     args.watch.emit(&report)?;
-    Ok(verdict::exit_code(report.verdict))
+    Ok(own_exit.unwrap_or_else(|| verdict::exit_code(report.verdict)))
 }

@@ -188,6 +188,12 @@ struct ThreadTrack {
     stacks: Option<(Option<BlockKey>, Stacks)>,
     /// Its state at the last look before the first shutdown signal.
     at_signal: Option<AtSignal>,
+    /// (wake calls seen, when that count last changed): when it last woke futex waiters,
+    /// to the precision of the snapshot interval.
+    wakes: (u64, u64),
+    /// `sched_info.last_arrival` and the call in flight at the last look.
+    last_arrival: u64,
+    last_in_flight: Option<CallRecord>,
     first_cpu_ticks: Option<u64>,
     cpu_ticks: u64,
     /// (time, ns on a CPU, ns waiting for a CPU) at each look after the shutdown signal, for
@@ -214,6 +220,9 @@ impl ThreadTrack {
             announced: None,
             stacks: None,
             at_signal: None,
+            wakes: (0, 0),
+            last_arrival: 0,
+            last_in_flight: None,
             first_cpu_ticks: None,
             cpu_ticks: 0,
             cpu_after_signal: Vec::new(),
@@ -276,6 +285,8 @@ const MAX_EXITED: usize = 2000;
 const MAX_TIMELINE: usize = 2000;
 /// Shutdown signals kept (a flood of SIGHUPs must not grow memory).
 const MAX_SIGNALS: usize = 100;
+/// Every this many looks, the task iterator also dumps the histograms.
+const STATS_EVERY: u64 = 8;
 /// How far two estimates of when a thread last ran may differ and still be the same block.
 const SCHED_JITTER_NS: u64 = 20_000_000;
 /// Keep at most this many slow calls with stacks in the report (all are counted).
@@ -300,13 +311,14 @@ pub struct Session {
     retired_stats: [probe_ebpf::CallStats; probe_ebpf::NUM_CALLS],
     stacks: StackCollector,
     signals: Vec<SignalInfo>,
-    /// The processes alive when the first shutdown signal of this episode came.
+    /// The processes a shutdown signal reached in this episode: they are the ones judged.
     episode_pids: Option<Vec<u32>>,
     slow_calls: Vec<SlowCallReport>,
     slow_calls_total: u64,
     timeline: Vec<(u64, String, Option<u32>)>,
     notes: Vec<String>,
     last_snapshot_ns: u64,
+    snapshots_taken: u64,
     last_dropped: u64,
     clk_tck: u64,
 }
@@ -369,6 +381,7 @@ impl Session {
             timeline: Vec::new(),
             notes,
             last_snapshot_ns: 0,
+            snapshots_taken: 0,
             last_dropped: 0,
             clk_tck: procfs::clock_ticks(),
         })
@@ -429,8 +442,8 @@ impl Session {
         !self.procs.is_empty() && self.procs.values().all(|p| p.exited_ns.is_some())
     }
 
-    /// Every process that was alive when the shutdown signal came has exited (processes
-    /// started after it, e.g. a unit restarting, do not count).
+    /// Every process a shutdown signal reached has exited (others, e.g. a restarted unit's new
+    /// process or a bystander in the same cgroup, do not count).
     pub fn episode_exited(&self) -> bool {
         match &self.episode_pids {
             Some(pids) => pids
@@ -657,8 +670,11 @@ impl Session {
             Event::SlowCall(sc) => self.handle_slow_call(*sc, live),
             Event::Signal(s) => {
                 let first = self.signals.is_empty();
+                let pids = self.episode_pids.get_or_insert_with(Vec::new);
+                if !pids.contains(&s.tgid) {
+                    pids.push(s.tgid);
+                }
                 if first {
-                    self.episode_pids = Some(self.live_pids());
                     let now = mono_ns();
                     for t in self.threads.values_mut() {
                         t.at_signal = t.obs.as_ref().map(|o| describe_obs(t.pid, o, now));
@@ -814,9 +830,12 @@ impl Session {
         }
     }
 
-    /// Look at every target thread now.
-    fn snapshot(&mut self, live: &mut Vec<LiveEvent>) {
-        let snaps = match self.probes.snapshot() {
+    /// Look at every target thread now. Histograms come along every few looks (and always
+    /// with `with_stats`): they are most of the dump and change slowly.
+    fn snapshot_with(&mut self, live: &mut Vec<LiveEvent>, with_stats: bool) {
+        self.snapshots_taken += 1;
+        let with_stats = with_stats || self.snapshots_taken % STATS_EVERY == 1;
+        let snaps = match self.probes.snapshot(with_stats) {
             Ok(s) => s,
             Err(e) => {
                 let msg = format!("task snapshot failed: {e}");
@@ -916,6 +935,10 @@ impl Session {
         }
     }
 
+    fn snapshot(&mut self, live: &mut Vec<LiveEvent>) {
+        self.snapshot_with(live, false);
+    }
+
     fn observe(&mut self, s: &TaskSnapshot, now: u64, live: &mut Vec<LiveEvent>) {
         let after_signal = self.shutdown_signal().map(|sig| sig.ts_ns);
         let threshold = self.opts.threshold.as_nanos() as u64;
@@ -925,21 +948,45 @@ impl Session {
             .entry(s.tid)
             .or_insert_with(|| ThreadTrack::new(s.tid, s.tgid, &s.comm));
         t.name = s.comm.clone();
-        if s.state.is_some() {
-            t.stats = s.state.clone();
+        match (&s.state, s.brief, t.stats.as_mut()) {
+            // A brief dump: the counters before the histograms are fresh, the histograms not.
+            (Some(st), true, Some(old)) => {
+                let stats = old.stats;
+                **old = **st;
+                old.stats = stats;
+            }
+            (Some(st), _, _) => t.stats = Some(st.clone()),
+            (None, _, _) => {}
         }
-        let stat = procfs::read_stat(s.tgid, s.tid);
-        if let Some(st) = &stat {
-            let ticks = st.utime + st.stime;
-            t.first_cpu_ticks.get_or_insert(ticks);
-            t.cpu_ticks = ticks;
+        if let Some(st) = &s.state
+            && st.woke_count != t.wakes.0
+        {
+            t.wakes = (st.woke_count, now);
+        }
+        if t.first_cpu_ticks.is_none() {
+            let ticks = procfs::read_stat(s.tgid, s.tid).map(|st| st.utime + st.stime);
+            t.first_cpu_ticks = Some(ticks.unwrap_or(0));
+            t.cpu_ticks = ticks.unwrap_or(0);
         }
         if after_signal.is_some()
             && let Some((run, wait)) = procfs::read_schedstat(s.tgid, s.tid)
         {
             t.cpu_after_signal.push((now, run, wait));
         }
-        let running = s.kstate == 0 || stat.as_ref().is_some_and(|st| st.state == 'R');
+        let running = s.kstate == 0;
+        // A thread asleep since the last look (it has not run: same last arrival on a CPU) in
+        // the same call is where it was: keep that observation, and spare the /proc reads that
+        // a thousand idle threads would cost at every look.
+        let in_flight_now = s.in_flight();
+        let unchanged = !running
+            && s.last_arrival != 0
+            && s.last_arrival == t.last_arrival
+            && in_flight_now == t.last_in_flight
+            && t.obs
+                .as_ref()
+                .is_some_and(|o| o.state != ThreadState::Running);
+        t.last_arrival = s.last_arrival;
+        t.last_in_flight = in_flight_now;
         // A call interrupted by a signal is still the thread's wait if the kernel restarted it
         // (same syscall, or restart_syscall); otherwise the record is stale.
         let in_flight = s.in_flight().filter(|c| {
@@ -947,7 +994,10 @@ impl Session {
                 || matches!(procfs::read_syscall(s.tgid, s.tid),
                     Some(SyscallState::InSyscall { nr, .. }) if nr == c.call.nr() || nr == syscalls::RESTART_SYSCALL)
         });
-        let obs = if running {
+        let previous = t.obs.clone().filter(|_| unchanged);
+        let obs = if let Some(prev) = previous {
+            prev
+        } else if running {
             Observation {
                 state: ThreadState::Running,
                 nr: None,
@@ -1077,10 +1127,16 @@ impl Session {
         let mut sink = Vec::new();
         self.drain_ring(&mut sink);
         if self.procs.values().any(|p| p.exited_ns.is_none()) {
-            self.snapshot(&mut sink);
+            self.snapshot_with(&mut sink, true);
         }
         let now = mono_ns();
         let counters = self.probes.counters();
+        // CPU time used while watched (read once here, not at every look).
+        for t in self.threads.values_mut() {
+            if let Some(st) = procfs::read_stat(t.pid, t.tid) {
+                t.cpu_ticks = st.utime + st.stime;
+            }
+        }
 
         // Stacks for live threads that do not have one for their current state.
         let live_count = self.threads.len();
@@ -1192,10 +1248,17 @@ impl Session {
         // The report is about the process that got the shutdown signal (a sidecar watches a
         // unit whose main process changes with restarts), else the first one watched.
         let main_pid = self
-            .signals
-            .first()
-            .map(|s| s.tgid)
-            .filter(|p| self.procs.contains_key(p))
+            .main_pid
+            .filter(|p| match &self.episode_pids {
+                Some(signalled) => signalled.contains(p),
+                None => true,
+            })
+            .or_else(|| {
+                self.signals
+                    .first()
+                    .map(|s| s.tgid)
+                    .filter(|p| self.procs.contains_key(p))
+            })
             .or(self.main_pid)
             .unwrap_or(0);
         let target = self
@@ -1209,10 +1272,14 @@ impl Session {
             .filter(|p| p.pid != main_pid)
             .map(ProcTrack::info)
             .collect();
-        let process_exit_ns = self
-            .procs
-            .values()
-            .map(|p| p.exited_ns)
+        // The shutdown is about the processes it reached (all of them when none was signalled).
+        let judged: Vec<u32> = self
+            .episode_pids
+            .clone()
+            .unwrap_or_else(|| self.procs.keys().copied().collect());
+        let process_exit_ns = judged
+            .iter()
+            .map(|p| self.procs.get(p).and_then(|t| t.exited_ns))
             .collect::<Option<Vec<u64>>>()
             .and_then(|v| v.into_iter().max());
 
@@ -1272,7 +1339,7 @@ impl Session {
             .chain(self.exited.iter())
             .filter_map(|t| {
                 let st = t.stats.as_ref()?;
-                (st.woke_addr != 0).then_some((t.pid, t.tid, st.woke_addr, st.woke_ns))
+                (st.woke_addr != 0).then_some((t.pid, t.tid, st.woke_addr, t.wakes.1))
             })
             .collect();
         crate::locks::annotate(&mut threads, crate::stack::memory::read_u32, &wakers, now);
@@ -1282,6 +1349,7 @@ impl Session {
         let runtimes: BTreeMap<u32, Runtime> =
             self.procs.values().map(|p| (p.pid, p.runtime)).collect();
         let ctx = verdict::Context {
+            judged_pids: &judged,
             runtimes: &runtimes,
             shutdown: self.signals.first(),
             grace_ms: self.opts.grace.as_millis() as u64,

@@ -30,6 +30,8 @@ pub struct Context<'a> {
     pub cpu_share_after_signal: &'a BTreeMap<u32, f64>,
     /// Per pid: the detected runtime.
     pub runtimes: &'a BTreeMap<u32, Runtime>,
+    /// The processes the shutdown signal reached: only their threads are judged.
+    pub judged_pids: &'a [u32],
 }
 
 pub struct Judged {
@@ -160,7 +162,7 @@ pub fn judge(
     let mut flagged = 0;
     let mut runtime_idle = 0;
     for t in threads.iter_mut() {
-        if t.state == ThreadState::Exited {
+        if t.state == ThreadState::Exited || !ctx.judged_pids.contains(&t.pid) {
             continue;
         }
         if t.role == Role::Runtime {
@@ -377,6 +379,7 @@ mod tests {
             end,
             cpu_share_after_signal: shares,
             runtimes: rts,
+            judged_pids: &[1],
         }
     }
 
@@ -513,6 +516,21 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("at shut_down"), "{r}");
+    }
+
+    #[test]
+    fn only_processes_the_signal_reached_are_judged() {
+        let mut bystander = thread(7, ThreadState::Blocked);
+        bystander.pid = 2; // another process in the same cgroup, not signalled
+        let mut ts = vec![thread(2, ThreadState::Blocked), bystander];
+        let s = sig();
+        let (a, b) = (BTreeMap::new(), BTreeMap::new());
+        judge_no_locks(
+            &mut ts,
+            &ctx(Some(&s), None, EndReason::GraceExpired, &a, &b),
+        );
+        assert!(ts[0].flagged);
+        assert!(!ts[1].flagged, "not signalled, not judged");
     }
 
     #[test]

@@ -18,7 +18,29 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages, and why each is needed.
 const PACKAGES: &[(&str, &str)] = &[
     ("gcc", "builds the C workloads"),
-    ("golang-go", "builds the Go workloads"),
+    (
+        "binutils",
+        "strip/objcopy make the hostile-binary workloads",
+    ),
+    (
+        "golang-go",
+        "builds the Go workloads; `go tool pprof` reads --pprof output",
+    ),
+    (
+        "openjdk-17-jdk-headless",
+        "builds and runs the JVM workloads",
+    ),
+    ("nodejs", "runs the Node.js workloads"),
+    ("python3", "runs the Python workloads"),
+    (
+        "python3-junitparser",
+        "reads --junit output with a real JUnit parser",
+    ),
+    (
+        "systemd",
+        "journald, journalctl and systemd-analyze for the sidecar tests",
+    ),
+    ("util-linux", "unshare, for the pid/mount namespace test"),
     (
         "bpftool",
         "tests check that no BPF program or map outlives stallprobe",
@@ -213,38 +235,7 @@ fn missing() -> Vec<Missing> {
             fix: Box::new(move || install_packages(&pkgs)),
         });
     }
-    m.extend(exports_missing());
     m
-}
-
-// ---- tests/exports.rs (JUnit, Markdown, annotations, folded, flame graph, pprof exports) ----
-
-/// Debian packages tests/exports.rs needs beyond [`PACKAGES`], and why. (It also runs
-/// `go tool pprof`, which `golang-go` above ships.)
-const EXPORTS_PACKAGES: &[(&str, &str)] = &[(
-    "python3-junitparser",
-    "tests/exports.rs reads the --junit report with a real JUnit parser (Debian's /usr/bin/python3)",
-)];
-
-/// What the exports tests need that is not installed.
-fn exports_missing() -> Vec<Missing> {
-    let pkgs: Vec<&'static str> = EXPORTS_PACKAGES
-        .iter()
-        .filter(|(p, _)| !package_installed(p))
-        .map(|(p, _)| *p)
-        .collect();
-    if pkgs.is_empty() {
-        return Vec::new();
-    }
-    let why: Vec<String> = EXPORTS_PACKAGES
-        .iter()
-        .filter(|(p, _)| pkgs.contains(p))
-        .map(|(p, w)| format!("{p} ({w})"))
-        .collect();
-    vec![Missing {
-        what: format!("Debian packages for the exports tests: {}", why.join(", ")),
-        fix: Box::new(move || install_packages(&pkgs)),
-    }]
 }
 
 /// `cargo xtask setup [--check]`.

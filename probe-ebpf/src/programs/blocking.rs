@@ -104,7 +104,7 @@ pub fn enter(call: Call, regs: &Regs) {
                     let task = unsafe { bpf_get_current_task_btf() };
                     if let Some(st) = task_state(task.cast(), true) {
                         st.woke_addr = regs.arg(0);
-                        st.woke_ns = unsafe { bpf_ktime_get_ns() };
+                        st.woke_count += 1;
                     }
                 }
                 return;
@@ -174,7 +174,7 @@ const RESTART_WINDOW_NS: u64 = 50_000_000;
 
 /// Add one call's duration to the thread's histogram for `call`.
 #[inline(always)]
-fn account(st: &mut TaskState, call: usize, dur: u64) {
+pub fn account(st: &mut TaskState, call: usize, dur: u64) {
     let Some(s) = st.stats.get_mut(call) else {
         return;
     };

@@ -47,6 +47,16 @@ fn thread_exit(_ctx: BtfTracePointContext) -> i32 {
         (*e)._pad = 0;
         (*e).has_state = 0;
         if let Some(st) = task_state(task.cast(), false) {
+            // A call interrupted by the signal that is killing the thread ends here.
+            let f = st.inflight;
+            if f.call != probe_ebpf::CALL_NONE && f.interrupted_ns != 0 {
+                super::blocking::account(
+                    st,
+                    f.call as usize,
+                    f.interrupted_ns.saturating_sub(f.start_ns),
+                );
+                st.inflight.call = probe_ebpf::CALL_NONE;
+            }
             let dst = core::ptr::addr_of_mut!((*e).state);
             if bpf_probe_read_kernel(
                 dst.cast(),

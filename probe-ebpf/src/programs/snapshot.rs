@@ -12,11 +12,14 @@ use aya_ebpf::{
         generated::{bpf_get_task_stack, bpf_seq_write, bpf_task_pt_regs},
     },
 };
-use probe_ebpf::{KSTACK_MAX, TASK_RECORD_MAGIC, TaskRecord, TaskState, UserRegs};
+use probe_ebpf::{
+    KSTACK_MAX, STATE_BRIEF, STATE_FULL, TASK_RECORD_MAGIC, TASK_STATE_BRIEF_LEN, TaskRecord,
+    TaskState, UserRegs,
+};
 
 use crate::maps::{
     is_target, read_kernel, task_comm_off, task_flags_off, task_last_arrival_off, task_pid_off,
-    task_state, task_state_off, task_tgid_off,
+    task_state, task_state_off, task_tgid_off, want_stats,
 };
 
 /// `task->sched_info.last_arrival`, 0 when the kernel has no such field.
@@ -65,6 +68,7 @@ pub fn snapshot_tasks(ctx: *mut c_void) -> i32 {
         }
     };
     let st = task_state(task as *mut c_void, false);
+    let full = want_stats();
     let kstate = read_kernel::<u32>(task, task_state_off()).unwrap_or(0);
     // The kernel stack of a sleeping thread (a running one's would be stale at once).
     let mut kstack = [0u64; KSTACK_MAX];
@@ -89,7 +93,11 @@ pub fn snapshot_tasks(ctx: *mut c_void) -> i32 {
         state: kstate,
         comm: read_kernel::<[u8; 16]>(task, task_comm_off()).unwrap_or([0; 16]),
         regs: user,
-        has_state: st.is_some() as u32,
+        has_state: match (&st, full) {
+            (None, _) => 0,
+            (Some(_), true) => STATE_FULL,
+            (Some(_), false) => STATE_BRIEF,
+        },
         kstack_len,
         last_arrival: last_arrival(task),
         reader_arrival: last_arrival(unsafe { bpf_get_current_task_btf() } as *const u8),
@@ -102,11 +110,12 @@ pub fn snapshot_tasks(ctx: *mut c_void) -> i32 {
             core::mem::size_of::<TaskRecord>() as u32,
         );
         if let Some(st) = st {
-            bpf_seq_write(
-                seq.cast(),
-                core::ptr::from_mut(st).cast(),
-                core::mem::size_of::<TaskState>() as u32,
-            );
+            let len = if full {
+                core::mem::size_of::<TaskState>()
+            } else {
+                TASK_STATE_BRIEF_LEN
+            };
+            bpf_seq_write(seq.cast(), core::ptr::from_mut(st).cast(), len as u32);
         }
         let bytes = (kstack_len as usize * 8) & (KSTACK_MAX * 8 * 2 - 1);
         if bytes > 0 && bytes <= KSTACK_MAX * 8 {

@@ -84,6 +84,7 @@ pub struct Probes {
     targets: Array<MapData, u64>,
     counters: PerCpuArray<MapData, u64>,
     shutdown: Array<MapData, u64>,
+    control: Array<MapData, u32>,
     events: Option<RingBuf<MapData>>,
     /// Our copy of the target bitmap's non-zero words.
     words: BTreeMap<u32, u64>,
@@ -238,6 +239,8 @@ impl Probes {
             .map_err(|e| load_err("open the COUNTERS map", e))?;
         let shutdown = Array::try_from(take_map(&mut ebpf, maps::SHUTDOWN)?)
             .map_err(|e| load_err("open the SHUTDOWN map", e))?;
+        let control = Array::try_from(take_map(&mut ebpf, maps::CONTROL)?)
+            .map_err(|e| load_err("open the CONTROL map", e))?;
         let events = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)
             .map_err(|e| load_err("open the EVENTS ring buffer", e))?;
 
@@ -246,6 +249,7 @@ impl Probes {
             targets,
             counters,
             shutdown,
+            control,
             events: Some(events),
             words: BTreeMap::new(),
             skipped_calls,
@@ -320,8 +324,15 @@ impl Probes {
         let _ = self.shutdown.set(0, 0u64, 0);
     }
 
-    /// Run the task iterator: every target thread as it is right now.
-    pub fn snapshot(&mut self) -> Result<Vec<TaskSnapshot>, StallError> {
+    /// Run the task iterator: every target thread as it is right now. With `with_stats`, each
+    /// thread's histograms too (a bigger dump: not needed at every look).
+    pub fn snapshot(&mut self, with_stats: bool) -> Result<Vec<TaskSnapshot>, StallError> {
+        let flags = if with_stats {
+            probe_ebpf::control::WANT_STATS
+        } else {
+            0
+        };
+        let _ = self.control.set(0, flags, 0);
         let prog: &mut Iter = program(&mut self.ebpf, "snapshot_tasks")?;
         let link_id = prog
             .attach()

@@ -15,8 +15,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::signal::unix::SignalKind;
-
 use crate::{
     cli::WatchArgs,
     clock::mono_ns,
@@ -232,6 +230,7 @@ pub async fn watch(
     }
     let label = scope.label();
     let unit = scope.unit_name().to_string();
+    let mut stops = crate::driver::StopSignals::install()?;
     let mut session = Session::attach(opts)?;
     for pid in scope.pids() {
         let _ = session.add_process(pid);
@@ -269,10 +268,6 @@ pub async fn watch(
         );
     }
 
-    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())
-        .map_err(|e| StallError::Other(e.into()))?;
-    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())
-        .map_err(|e| StallError::Other(e.into()))?;
     let style = args.live_style();
     let started = Instant::now();
     let mut last_watchdog = Instant::now();
@@ -290,8 +285,7 @@ pub async fn watch(
         let mut stop = false;
         tokio::select! {
             _ = session.wait(wake.max(Duration::from_millis(1))) => {}
-            _ = sigint.recv() => stop = true,
-            _ = sigterm.recv() => stop = true,
+            _ = stops.recv() => stop = true,
         }
         if stop {
             break;

@@ -172,11 +172,19 @@ pub struct Workload {
 impl Workload {
     /// Start `cmd` and wait until it prints `ready` (at most `timeout`).
     pub fn start(cmd: &mut Command, timeout: Duration) -> Workload {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start workload");
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        // A binary written a moment ago can be "busy" while another test thread's fork still
+        // holds its write fd (until that child execs): retry briefly.
+        let mut tries = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => break other.expect("start workload"),
+            }
+        };
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

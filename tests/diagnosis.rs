@@ -264,3 +264,49 @@ fn node_with_a_perf_map_names_the_javascript_function() {
         r["notes"]
     );
 }
+
+#[test]
+fn fd_waits_name_the_tcp_peer_and_the_pipe_end_holder() {
+    require_root();
+    let w = Workload::start(
+        Command::new(build_c("tcp_and_pipe")).arg("--ready"),
+        Duration::from_secs(20),
+    );
+    let r = attach(w.pid(), &[]);
+    let tcp = thread(&r, "tcp-client");
+    assert_eq!(tcp["syscall"], "recvfrom");
+    let o = &tcp["wait"]["object"];
+    assert_eq!(o["type"], "socket", "{}", tcp["wait"]);
+    assert_eq!(o["proto"], "tcp");
+    assert_eq!(o["state"], "ESTABLISHED");
+    assert_eq!(o["remote"], format!("127.0.0.1:{}", w.fact("server_port")));
+    assert_eq!(o["local"], format!("127.0.0.1:{}", w.fact("client_port")));
+    let holders = o["peer"]["holders"].as_array().expect("the peer's holders");
+    assert!(
+        holders
+            .iter()
+            .any(|h| h["pid"].as_u64().unwrap().to_string() == w.fact("server_pid")),
+        "the server process holds the other end: {o}"
+    );
+    // The text form names the peer too.
+    assert!(tcp["reason"].is_null(), "no shutdown, no verdict");
+    let pipe = thread(&r, "pipe-reader");
+    assert_eq!(pipe["syscall"], "read");
+    let p = &pipe["wait"]["object"];
+    assert_eq!(p["type"], "pipe", "{}", pipe["wait"]);
+    let writer = p["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["end"] == "write")
+        .unwrap_or_else(|| panic!("the write end's holder: {p}"));
+    assert_eq!(
+        writer["pid"].as_u64().unwrap(),
+        w.pid() as u64,
+        "leaked in the process itself"
+    );
+    assert_eq!(
+        writer["fd"].as_u64().unwrap().to_string(),
+        w.fact("pipe_write_fd")
+    );
+}

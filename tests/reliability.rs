@@ -1,11 +1,7 @@
 //! Reliability: conditions that try to break stallprobe. Each one must end with a valid report
 //! (or a clear error), never a panic, a hang, or something left behind in the kernel.
 
-use std::{
-    collections::BTreeSet,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{collections::BTreeSet, process::Command, time::Duration};
 
 use nix::sys::signal::Signal;
 use stallprobe_tests::*;
@@ -388,32 +384,18 @@ fn bpf_ids_of(pid: u32) -> BTreeSet<(String, u64)> {
 fn sigkill_leaves_nothing_behind() {
     require_root();
     let mut target = Command::new("sleep").arg("60").spawn().unwrap();
-    let mut sp = Command::new(stallprobe_bin())
-        .args(["--pid", &target.id().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until it is attached.
-    let stderr = sp.stderr.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    loop {
-        let l = lines.next().expect("stallprobe stderr").unwrap();
-        if l.contains("watching pid") {
-            break;
-        }
-    }
+    let mut sp = Attached::start(&["--pid", &target.id().to_string()]);
     // Its programs, maps and links, by the ids behind its file descriptors (other stallprobes
     // may be running in parallel tests: only ours count).
-    let ours = bpf_ids_of(sp.id());
+    let ours = bpf_ids_of(sp.pid());
     for kind in ["prog_id", "map_id", "link_id"] {
         assert!(
             ours.iter().any(|(k, _)| k == kind),
             "stallprobe holds no {kind}: {ours:?}"
         );
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sp.id() as i32), Signal::SIGKILL).unwrap();
-    sp.wait().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sp.pid() as i32), Signal::SIGKILL).unwrap();
+    sp.child.wait().unwrap();
     // The kernel releases programs, maps and links when the last reference goes; give it a
     // moment (maps are freed after an RCU grace period).
     let still = || -> Vec<(String, u64)> {
@@ -631,21 +613,8 @@ fn process_in_another_pid_and_mount_namespace() {
 fn privileges_are_dropped_once_attached() {
     require_root();
     let mut target = Command::new("sleep").arg("60").spawn().unwrap();
-    let mut sp = Command::new(stallprobe_bin())
-        .args(["--pid", &target.id().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = sp.stderr.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    while !lines
-        .next()
-        .expect("stallprobe stderr")
-        .unwrap()
-        .contains("watching pid")
-    {}
-    let status = std::fs::read_to_string(format!("/proc/{}/status", sp.id())).unwrap();
+    let mut sp = Attached::start(&["--pid", &target.id().to_string()]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sp.pid())).unwrap();
     let caps = |k: &str| {
         let v = status
             .lines()
@@ -663,8 +632,55 @@ fn privileges_are_dropped_once_attached() {
     assert_eq!(caps("CapPrm:"), kept);
     assert_eq!(caps("CapBnd:"), kept, "an exec cannot regain them");
     // It still works: Ctrl-C gives a report and exit 0.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sp.id() as i32), Signal::SIGINT).unwrap();
-    assert_eq!(sp.wait().unwrap().code(), Some(0));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sp.pid() as i32), Signal::SIGINT).unwrap();
+    assert_eq!(sp.child.wait().unwrap().code(), Some(0));
     target.kill().unwrap();
     target.wait().unwrap();
+}
+
+/// stallprobe's resident memory (kB).
+fn rss_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// No per-event growth: under constant thread churn (tens of thousands of exits), memory
+/// after the warm-up stays flat. `cargo xtask test --soak` runs it for two minutes.
+#[test]
+fn memory_stays_flat_under_churn() {
+    require_root();
+    let w = start(&build_c("churn"), &[]);
+    let soak = std::env::var_os("STALLPROBE_SOAK").is_some();
+    let total = if soak { 120 } else { 10 };
+    let out = workload_dir().join(format!("churn-report-{}.json", std::process::id()));
+    let mut sp = Attached::start(&[
+        "--pid",
+        &w.pid().to_string(),
+        "--duration",
+        &format!("{total}s"),
+        "--format",
+        "json",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    std::thread::sleep(Duration::from_secs(total / 4));
+    let early = rss_kb(sp.pid());
+    std::thread::sleep(Duration::from_secs(total / 2));
+    let late = rss_kb(sp.pid());
+    assert_eq!(sp.child.wait().unwrap().code(), Some(0));
+    assert!(early > 0 && late > 0);
+    assert!(
+        late <= early + 4 * 1024,
+        "RSS grew from {early} kB to {late} kB under churn"
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(
+        r["notes"].to_string().contains("short-lived threads"),
+        "churn happened: {}",
+        r["notes"]
+    );
+    let _ = std::fs::remove_file(out);
 }

@@ -284,13 +284,12 @@ pub fn text(r: &Report, st: Style) -> String {
     let _ = writeln!(o, "\n{}", st.bold("THREADS"));
     let _ = writeln!(
         o,
-        "  {} {} {} {} {} {}",
+        "  {} {} {} {} {} FOR",
         pad("TID", 8),
         pad("NAME", 16),
         pad("STATE", 9),
         pad("CALL", 14),
         pad("WAITS ON", 44),
-        "FOR"
     );
     let mut order: Vec<&ThreadReport> = r.threads.iter().collect();
     order.sort_by_key(|t| {

@@ -597,6 +597,17 @@ impl Session {
         }
     }
 
+    /// A live thread is gone (seen missing, or its process exited) without its exit event.
+    fn mark_exited(&mut self, tid: u32, at: u64) {
+        if let Some(mut t) = self.threads.remove(&tid) {
+            t.exited_ns = Some(at);
+            if let Some(o) = t.obs.as_mut() {
+                o.state = ThreadState::Exited;
+            }
+            self.retire(t);
+        }
+    }
+
     fn add_timeline(&mut self, entry: (u64, String, Option<u32>)) {
         if self.timeline.len() < MAX_TIMELINE {
             self.timeline.push(entry);
@@ -848,9 +859,9 @@ impl Session {
         let now = mono_ns();
         let mut seen = HashSet::new();
         for s in snaps {
-            if !self.procs.contains_key(&s.tgid) {
+            if let std::collections::btree_map::Entry::Vacant(e) = self.procs.entry(s.tgid) {
                 // A child the kernel side followed before we saw its fork event.
-                self.procs.insert(s.tgid, ProcTrack::read(s.tgid, None));
+                e.insert(ProcTrack::read(s.tgid, None));
                 self.stacks.prepare(s.tgid);
             }
             seen.insert(s.tid);
@@ -864,13 +875,7 @@ impl Session {
             .map(|(tid, _)| *tid)
             .collect();
         for tid in gone {
-            if let Some(mut t) = self.threads.remove(&tid) {
-                t.exited_ns = Some(now);
-                if let Some(o) = t.obs.as_mut() {
-                    o.state = ThreadState::Exited;
-                }
-                self.retire(t);
-            }
+            self.mark_exited(tid, now);
         }
         // Runtimes load late (a JVM's libjvm, a Python's libpython): ask again while unknown.
         for p in self.procs.values_mut().filter(|p| p.exited_ns.is_none()) {
@@ -924,13 +929,7 @@ impl Session {
                 .map(|t| t.tid)
                 .collect();
             for tid in tids {
-                if let Some(mut t) = self.threads.remove(&tid) {
-                    t.exited_ns = Some(at);
-                    if let Some(o) = t.obs.as_mut() {
-                        o.state = ThreadState::Exited;
-                    }
-                    self.retire(t);
-                }
+                self.mark_exited(tid, at);
             }
         }
     }

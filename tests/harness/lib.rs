@@ -660,3 +660,45 @@ pub fn node_script(name: &str) -> PathBuf {
         .join("tests/workloads/node")
         .join(format!("{name}.js"))
 }
+
+/// A stallprobe started in the background, attached (its "watching pid" line was read).
+pub struct Attached {
+    pub child: Child,
+}
+
+impl Attached {
+    /// Start `stallprobe ARGS` and wait until it has attached.
+    pub fn start(args: &[&str]) -> Attached {
+        let mut child = Command::new(stallprobe_bin())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start stallprobe");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            let l = lines
+                .next()
+                .expect("stallprobe ended before attaching")
+                .unwrap();
+            if l.contains("watching pid") {
+                break;
+            }
+        }
+        // Keep draining stderr so stallprobe never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Attached { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

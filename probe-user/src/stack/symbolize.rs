@@ -35,13 +35,13 @@ impl Default for Symbolizer {
 /// Demangle Rust (`_ZN...E`, `_R...`) and C++ (`_Z...`) names. blazesym's own demangling is
 /// off because it turns short C names into C++ types (`a` → `signed char`).
 pub fn demangle(name: &str) -> String {
-    if name.starts_with("_R") || name.starts_with("_ZN") {
-        if let Ok(d) = rustc_demangle::try_demangle(name) {
-            let s = format!("{d:#}");
-            // Rust legacy mangling also parses as C++; rustc-demangle succeeds only for Rust.
-            if !s.is_empty() {
-                return s;
-            }
+    // Rust legacy mangling also parses as C++; rustc-demangle succeeds only for Rust.
+    if (name.starts_with("_R") || name.starts_with("_ZN"))
+        && let Ok(d) = rustc_demangle::try_demangle(name)
+    {
+        let s = format!("{d:#}");
+        if !s.is_empty() {
+            return s;
         }
     }
     if name.starts_with("_Z")
@@ -74,10 +74,11 @@ impl Symbolizer {
     }
 
     fn kernel_source() -> Source<'static> {
-        let mut k = Kernel::default();
-        k.vmlinux = blazesym::MaybeDefault::None;
-        k.debug_syms = false;
-        Source::Kernel(k)
+        Source::Kernel(Kernel {
+            vmlinux: blazesym::MaybeDefault::None,
+            debug_syms: false,
+            ..Kernel::default()
+        })
     }
 
     /// Load the kernel's symbols now (/proc/kallsyms), while stallprobe still has the

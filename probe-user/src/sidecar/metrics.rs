@@ -257,8 +257,10 @@ mod tests {
 
     #[test]
     fn exposition_has_types_and_eof() {
-        let mut s = Snapshot::default();
-        s.processes = 2;
+        let mut s = Snapshot {
+            processes: 2,
+            ..Snapshot::default()
+        };
         s.blocked.insert(("futex", "app"), 3);
         s.calls[0].count = 5;
         s.calls[0].buckets[20] = 5; // ~1 ms

@@ -278,10 +278,9 @@ mod tests {
         // Buckets are cumulative and end at the count.
         let last_finite: u64 = t
             .lines()
-            .filter(|l| {
+            .rfind(|l| {
                 l.starts_with("stallprobe_block_duration_seconds_bucket") && !l.contains("+Inf")
             })
-            .last()
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
             .unwrap();
         assert_eq!(last_finite, 5);

@@ -68,17 +68,24 @@ fn wait_for_entries(pid: u32, n: usize) -> Vec<Value> {
 /// A fresh cgroup v2 directory (removed on drop once empty).
 struct Cgroup(PathBuf);
 
+fn cgroup2_root() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .expect("a cgroup2 mount")
+}
+
 impl Cgroup {
-    fn new(tag: &str) -> Cgroup {
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-        let root = mounts
-            .lines()
-            .find_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f.get(2) == Some(&"cgroup2")).then(|| f[1].to_string())
-            })
-            .expect("a cgroup2 mount");
-        let dir = PathBuf::from(root).join(format!("stallprobe-test-{tag}-{}", std::process::id()));
+    /// Where systemd would put a system service named `unit`: `--unit` finds it there when
+    /// systemd itself does not answer (it is not PID 1 on the test machines).
+    fn for_unit(unit: &str) -> Cgroup {
+        let slice = cgroup2_root().join("system.slice");
+        let _ = std::fs::create_dir(&slice);
+        let dir = slice.join(unit);
         let _ = std::fs::create_dir(&dir);
         Cgroup(dir)
     }
@@ -144,14 +151,14 @@ fn verdicts_go_to_the_journal_and_restarts_are_followed() {
     require_root();
     journald();
     let bin = build_c("deadlock");
-    let cg = Cgroup::new("journal");
+    let unit = format!("stallprobe-test-{}.service", std::process::id());
+    let cg = Cgroup::for_unit(&unit);
     let first = cg.start(&bin, &[]);
     std::thread::sleep(Duration::from_millis(500));
 
     let (notify, notify_path) = notify_socket();
     let mut sp = Command::new(stallprobe_bin())
-        .args(["watch", "--cgroup"])
-        .arg(&cg.0)
+        .args(["watch", "--unit", &unit])
         .args(["--grace", "1s", "--quiet"])
         .env("NOTIFY_SOCKET", &notify_path)
         .stdout(Stdio::null())
@@ -169,6 +176,7 @@ fn verdicts_go_to_the_journal_and_restarts_are_followed() {
         .find(|e| e["STALLPROBE_FLAGGED"].is_string())
         .unwrap_or_else(|| panic!("no verdict entry: {entries:?}"));
     assert_eq!(verdict["STALLPROBE_VERDICT"], "stalled");
+    assert_eq!(verdict["STALLPROBE_UNIT"], unit.as_str());
     assert_eq!(verdict["STALLPROBE_SIGNAL"], "SIGTERM");
     assert_eq!(verdict["STALLPROBE_FLAGGED"], "3");
     assert_eq!(verdict["PRIORITY"], "3");

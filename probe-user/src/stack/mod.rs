@@ -1,5 +1,6 @@
 //! User and kernel stacks of target threads: registers + stack memory → DWARF unwind →
-//! symbolized frames. Kernel stacks come from /proc/PID/task/TID/stack.
+//! symbolized frames. Kernel stacks are the addresses the task iterator captured
+//! (`bpf_get_task_stack`), symbolized from kallsyms; /proc/PID/task/TID/stack is the fallback.
 
 pub mod memory;
 pub mod symbolize;

@@ -74,7 +74,7 @@ fn main() {
 pub fn build() -> Result<std::path::PathBuf> {
     setup::ensure()?;
     util::step("building stallprobe (release, with its kernel programs)");
-    util::cargo(&[
+    util::cargo_quiet_nested(&[
         "build",
         "--release",
         "-p",

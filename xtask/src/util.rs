@@ -40,8 +40,94 @@ pub fn cargo_cmd(args: &[&str]) -> Command {
     c
 }
 
-pub fn cargo(args: &[&str]) -> Result<()> {
-    run(&mut cargo_cmd(args))
+/// `cargo` with the nested kernel-program build's progress lines left out: aya-build relays
+/// every `Compiling …` line of that build as a `warning: probe-user@…:` line. Its real
+/// warnings and errors still show, and a failed build prints the build script's whole output.
+pub fn cargo_quiet_nested(args: &[&str]) -> Result<()> {
+    use std::io::{BufRead, IsTerminal};
+    let mut cmd = cargo_cmd(args);
+    if std::io::stderr().is_terminal() {
+        cmd.arg("--color=always");
+    }
+    let mut child = cmd
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {cmd:?}"))?;
+    let stderr = child.stderr.take().expect("piped stderr");
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line?;
+        if !is_nested_progress(&line) {
+            eprintln!("{line}");
+        }
+    }
+    let st = child.wait()?;
+    if !st.success() {
+        bail!("{cmd:?} failed ({st})");
+    }
+    Ok(())
+}
+
+/// `warning: probe-user@0.1.0:    Compiling core v0.0.0 (…)` and the like, colour codes aside.
+fn is_nested_progress(line: &str) -> bool {
+    let plain: String = strip_ansi(line);
+    let Some(rest) = plain.strip_prefix("warning: probe-user@") else {
+        return false;
+    };
+    let Some((_, msg)) = rest.split_once(": ") else {
+        return false;
+    };
+    let msg = msg.trim_start();
+    [
+        "Compiling ",
+        "Finished ",
+        "Fresh ",
+        "Checking ",
+        "Updating ",
+        "Locking ",
+        "Downloaded ",
+        "Downloading ",
+    ]
+    .iter()
+    .any(|p| msg.starts_with(p))
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nested_progress_lines_are_recognised() {
+        use super::is_nested_progress as p;
+        assert!(p(
+            "warning: probe-user@0.1.0:    Compiling core v0.0.0 (/x)"
+        ));
+        assert!(p(
+            "warning: probe-user@0.1.0:     Finished `release` profile"
+        ));
+        assert!(p(
+            "\x1b[1m\x1b[33mwarning\x1b[0m: probe-user@0.1.0:    Compiling aya-ebpf v0.2.1"
+        ));
+        assert!(!p(
+            "warning: probe-user@0.1.0: warning: unused variable: `x`"
+        ));
+        assert!(!p("warning: unused import"));
+        assert!(!p("   Compiling probe-user v0.1.0"));
+    }
 }
 
 pub fn run(cmd: &mut Command) -> Result<()> {

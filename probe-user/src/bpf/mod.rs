@@ -196,7 +196,11 @@ impl Probes {
                 Err(e) => {
                     // Some kernels refuse fentry (no BPF trampolines, or locked down). Raw
                     // tracepoints cost more but work wherever BTF does.
-                    fallback_reason = Some(first_line(&e.to_string()));
+                    let why = match &e {
+                        StallError::KernelFeature { detail, .. } => detail.clone(),
+                        e => e.to_string(),
+                    };
+                    fallback_reason = Some(first_line(&why));
                     skipped_calls.clear();
                     detach_all_fentry(&mut ebpf);
                     attach_raw(&mut ebpf, &kbtf)?;

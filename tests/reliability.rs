@@ -369,10 +369,10 @@ fn bpf_ids_of(pid: u32) -> BTreeSet<(String, u64)> {
         };
         for line in info.lines() {
             for key in ["prog_id", "map_id", "link_id"] {
-                if let Some(v) = line.strip_prefix(key).and_then(|v| v.strip_prefix(':')) {
-                    if let Ok(id) = v.trim().parse() {
-                        out.insert((key.to_string(), id));
-                    }
+                if let Some(v) = line.strip_prefix(key).and_then(|v| v.strip_prefix(':'))
+                    && let Ok(id) = v.trim().parse()
+                {
+                    out.insert((key.to_string(), id));
                 }
             }
         }

@@ -108,28 +108,6 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn nested_progress_lines_are_recognised() {
-        use super::is_nested_progress as p;
-        assert!(p(
-            "warning: probe-user@0.1.0:    Compiling core v0.0.0 (/x)"
-        ));
-        assert!(p(
-            "warning: probe-user@0.1.0:     Finished `release` profile"
-        ));
-        assert!(p(
-            "\x1b[1m\x1b[33mwarning\x1b[0m: probe-user@0.1.0:    Compiling aya-ebpf v0.2.1"
-        ));
-        assert!(!p(
-            "warning: probe-user@0.1.0: warning: unused variable: `x`"
-        ));
-        assert!(!p("warning: unused import"));
-        assert!(!p("   Compiling probe-user v0.1.0"));
-    }
-}
-
 pub fn run(cmd: &mut Command) -> Result<()> {
     let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !st.success() {
@@ -178,4 +156,26 @@ pub fn gcc(name: &str) -> Result<PathBuf> {
         .arg(&bin)
         .arg(&src))?;
     Ok(bin)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nested_progress_lines_are_recognised() {
+        use super::is_nested_progress as p;
+        assert!(p(
+            "warning: probe-user@0.1.0:    Compiling core v0.0.0 (/x)"
+        ));
+        assert!(p(
+            "warning: probe-user@0.1.0:     Finished `release` profile"
+        ));
+        assert!(p(
+            "\x1b[1m\x1b[33mwarning\x1b[0m: probe-user@0.1.0:    Compiling aya-ebpf v0.2.1"
+        ));
+        assert!(!p(
+            "warning: probe-user@0.1.0: warning: unused variable: `x`"
+        ));
+        assert!(!p("warning: unused import"));
+        assert!(!p("   Compiling probe-user v0.1.0"));
+    }
 }

@@ -56,7 +56,7 @@ async fn serve(mut peer: TcpStream) -> u64 {
             }
             _ = tick.tick() => {
                 ticks += 1;
-                if ticks % 4 == 0 {
+                if ticks.is_multiple_of(4) {
                     match refresh_from_peer(&mut peer) {
                         Ok(v) => ticks += v,
                         Err(e) => eprintln!("tokio_select: refresh failed: {e}"),

@@ -134,5 +134,5 @@ fn test(soak: bool, extra: &[String]) -> Result<()> {
     if soak {
         cmd.env("STALLPROBE_SOAK", "1");
     }
-    util::run(&mut cmd)
+    util::run_quiet_nested(&mut cmd)
 }

@@ -44,21 +44,28 @@ pub fn cargo_cmd(args: &[&str]) -> Command {
 /// every `Compiling …` line of that build as a `warning: probe-user@…:` line. Its real
 /// warnings and errors still show, and a failed build prints the build script's whole output.
 pub fn cargo_quiet_nested(args: &[&str]) -> Result<()> {
+    run_quiet_nested(&mut cargo_cmd(args))
+}
+
+/// [`cargo_quiet_nested`] for a prepared `cargo` command.
+pub fn run_quiet_nested(cmd: &mut Command) -> Result<()> {
     use std::io::{BufRead, IsTerminal};
-    let mut cmd = cargo_cmd(args);
     if std::io::stderr().is_terminal() {
-        cmd.arg("--color=always");
+        cmd.env("CARGO_TERM_COLOR", "always");
     }
     let mut child = cmd
         .stderr(std::process::Stdio::piped())
         .spawn()
         .with_context(|| format!("running {cmd:?}"))?;
     let stderr = child.stderr.take().expect("piped stderr");
-    for line in std::io::BufReader::new(stderr).lines() {
-        let line = line?;
-        if !is_nested_progress(&line) {
-            eprintln!("{line}");
+    let mut stderr = std::io::BufReader::new(stderr);
+    let mut buf = Vec::new();
+    while stderr.read_until(b'\n', &mut buf)? > 0 {
+        let line = String::from_utf8_lossy(&buf);
+        if !is_nested_progress(line.trim_end_matches('\n')) {
+            eprint!("{line}");
         }
+        buf.clear();
     }
     let st = child.wait()?;
     if !st.success() {

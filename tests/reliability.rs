@@ -569,8 +569,9 @@ fn process_in_another_pid_and_mount_namespace() {
     let bin = build_c("foundation");
     // unshare forks: the workload is pid 1 of a new pid namespace, with its own mount namespace.
     let w = Workload::start(
+        // --kill-child: when the Workload guard kills unshare, its child goes too.
         Command::new("unshare")
-            .args(["--pid", "--mount", "--fork", "--mount-proc"])
+            .args(["--pid", "--mount", "--fork", "--kill-child", "--mount-proc"])
             .arg(&bin),
         Duration::from_secs(30),
     );

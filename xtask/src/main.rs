@@ -134,5 +134,24 @@ fn test(soak: bool, extra: &[String]) -> Result<()> {
     if soak {
         cmd.env("STALLPROBE_SOAK", "1");
     }
-    util::run_quiet_nested(&mut cmd)
+    let before = util::workload_processes();
+    let result = util::run_quiet_nested(&mut cmd);
+    // Every test cleans up what it starts; a workload still running now is a test bug (and
+    // noise for whatever runs next on the machine), so it fails the run.
+    let leaked: Vec<(i32, String)> = util::workload_processes()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    if !leaked.is_empty() {
+        for (pid, cmdline) in &leaked {
+            eprintln!("leaked by the tests, now killed: pid {pid}: {cmdline}");
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        result?;
+        anyhow::bail!(
+            "{} workload process(es) outlived the tests (listed above): a test does not clean up",
+            leaked.len()
+        );
+    }
+    result
 }

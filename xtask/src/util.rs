@@ -58,16 +58,35 @@ pub fn run_quiet_nested(cmd: &mut Command) -> Result<()> {
         .spawn()
         .with_context(|| format!("running {cmd:?}"))?;
     let stderr = child.stderr.take().expect("piped stderr");
-    let mut stderr = std::io::BufReader::new(stderr);
-    let mut buf = Vec::new();
-    while stderr.read_until(b'\n', &mut buf)? > 0 {
-        let line = String::from_utf8_lossy(&buf);
-        if !is_nested_progress(line.trim_end_matches('\n')) {
-            eprint!("{line}");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    // A thread copies the output, so that a process that outlives cargo while holding its
+    // stderr (a leaked test workload) cannot keep this waiting for an end of file.
+    std::thread::spawn(move || {
+        let mut stderr = std::io::BufReader::new(stderr);
+        let mut buf = Vec::new();
+        while stderr.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
+            let line = String::from_utf8_lossy(&buf);
+            if !is_nested_progress(line.trim_end_matches('\n')) {
+                eprint!("{line}");
+            }
+            buf.clear();
         }
-        buf.clear();
-    }
+        let _ = done_tx.send(());
+    });
     let st = child.wait()?;
+    if done_rx
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .is_err()
+    {
+        eprintln!(
+            "warning: a process started by `{}` outlived it and still holds its output open \
+             (a leaked child: see `ps -ef`)",
+            cmd.get_args()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
     if !st.success() {
         bail!("{cmd:?} failed ({st})");
     }
@@ -110,6 +129,47 @@ fn strip_ansi(s: &str) -> String {
             }
         } else {
             out.push(c);
+        }
+    }
+    out
+}
+
+/// Processes running a test workload of this checkout (binaries under `target/workloads`, or
+/// interpreters running something from `tests/workloads`): pid and command line.
+pub fn workload_processes() -> Vec<(i32, String)> {
+    let root = root();
+    let marks = [
+        root.join("target/workloads").to_string_lossy().into_owned(),
+        root.join("tests/workloads").to_string_lossy().into_owned(),
+    ];
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let exe = std::fs::read_link(e.path().join("exe"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let cmdline = std::fs::read(e.path().join("cmdline"))
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .replace('\0', " ")
+                    .trim()
+                    .to_string()
+            })
+            .unwrap_or_default();
+        if marks
+            .iter()
+            .any(|m| exe.starts_with(m.as_str()) || cmdline.contains(m.as_str()))
+        {
+            out.push((pid, cmdline));
         }
     }
     out

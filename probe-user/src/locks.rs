@@ -258,7 +258,7 @@ pub fn find_cycles(threads: &[ThreadReport]) -> Vec<Deadlock> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{report::Frame, runtime::Role};
+    use crate::report::Frame;
 
     fn waiting(
         tid: u32,
@@ -269,23 +269,9 @@ mod tests {
         funcs: &[&str],
     ) -> ThreadReport {
         ThreadReport {
-            tid,
-            pid: 1,
-            name: name.into(),
-            state: ThreadState::Blocked,
             syscall: Some("futex".into()),
             blocked_ms: Some(1000),
-            blocked_since: None,
-            wait: Some(Wait::Futex {
-                addr,
-                op: op.into(),
-                timeout_ms: None,
-                value: Some(value),
-                object: None,
-                owner: None,
-                owner_name: None,
-                last_woken_by: None,
-            }),
+            wait: Some(Wait::futex(addr, op.into(), None, Some(value))),
             stack: funcs
                 .iter()
                 .map(|f| Frame {
@@ -293,17 +279,7 @@ mod tests {
                     ..Frame::unknown(0)
                 })
                 .collect(),
-            kernel_stack: vec![],
-            blocks: Default::default(),
-            role: Role::App,
-            flagged: false,
-            reason: None,
-            woke_after_signal: 0,
-            at_signal: None,
-            exited_after_ms: None,
-            ns_tid: None,
-            cpu_ms: 0,
-            spin_samples: vec![],
+            ..ThreadReport::new(1, tid, name.into(), ThreadState::Blocked)
         }
     }
 

@@ -98,6 +98,21 @@ pub enum Wait {
 }
 
 impl Wait {
+    /// A futex wait as the probe saw it; what the futex is and who holds it are filled in
+    /// later (`locks`).
+    pub fn futex(addr: u64, op: String, timeout_ms: Option<f64>, value: Option<u32>) -> Wait {
+        Wait::Futex {
+            addr,
+            op,
+            timeout_ms,
+            value,
+            object: None,
+            owner: None,
+            owner_name: None,
+            last_woken_by: None,
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Wait::Futex {
@@ -212,6 +227,35 @@ pub struct ThreadReport {
     /// Where a running thread was seen executing (user stacks sampled after the signal).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub spin_samples: Vec<Vec<Frame>>,
+}
+
+impl ThreadReport {
+    /// A thread in `state` with nothing else known yet: no call, wait, stacks or statistics,
+    /// role app, not flagged.
+    pub fn new(pid: u32, tid: u32, name: String, state: ThreadState) -> ThreadReport {
+        ThreadReport {
+            tid,
+            pid,
+            name,
+            state,
+            syscall: None,
+            blocked_ms: None,
+            blocked_since: None,
+            wait: None,
+            stack: Vec::new(),
+            kernel_stack: Vec::new(),
+            blocks: BTreeMap::new(),
+            role: crate::runtime::Role::App,
+            flagged: false,
+            reason: None,
+            woke_after_signal: 0,
+            at_signal: None,
+            exited_after_ms: None,
+            ns_tid: None,
+            cpu_ms: 0,
+            spin_samples: Vec::new(),
+        }
+    }
 }
 
 /// A thread's state at the last look before the shutdown signal.

@@ -1522,26 +1522,18 @@ fn timeout_ms(t: &Timeout, now: u64) -> Option<f64> {
 pub fn wait_of_call(pid: u32, c: &CallRecord, now: u64) -> Option<Wait> {
     let timeout_ms = timeout_ms(&c.timeout, now);
     Some(match c.call {
-        Call::Futex => Wait::Futex {
-            addr: c.obj,
-            op: c.futex_op_name().unwrap_or("FUTEX_WAIT").to_string(),
+        Call::Futex => Wait::futex(
+            c.obj,
+            c.futex_op_name().unwrap_or("FUTEX_WAIT").to_string(),
             timeout_ms,
-            value: crate::stack::memory::read_u32(pid, c.obj),
-            object: None,
-            owner: None,
-            owner_name: None,
-            last_woken_by: None,
-        },
-        Call::FutexWaitv => Wait::Futex {
-            addr: c.obj,
-            op: format!("futex_waitv({})", c.arg),
+            crate::stack::memory::read_u32(pid, c.obj),
+        ),
+        Call::FutexWaitv => Wait::futex(
+            c.obj,
+            format!("futex_waitv({})", c.arg),
             timeout_ms,
-            value: crate::stack::memory::read_u32(pid, c.obj),
-            object: None,
-            owner: None,
-            owner_name: None,
-            last_woken_by: None,
-        },
+            crate::stack::memory::read_u32(pid, c.obj),
+        ),
         _ => Wait::Fd {
             fd: c.obj,
             target: procfs::read_fd_target(pid, c.obj),

@@ -324,28 +324,7 @@ mod tests {
     }
 
     fn thread(tid: u32, state: ThreadState) -> ThreadReport {
-        ThreadReport {
-            tid,
-            pid: 1,
-            name: format!("t{tid}"),
-            state,
-            syscall: None,
-            blocked_ms: None,
-            blocked_since: None,
-            wait: None,
-            stack: vec![],
-            kernel_stack: vec![],
-            blocks: Default::default(),
-            flagged: false,
-            reason: None,
-            role: Role::App,
-            woke_after_signal: 0,
-            at_signal: None,
-            exited_after_ms: None,
-            ns_tid: None,
-            cpu_ms: 0,
-            spin_samples: vec![],
-        }
+        ThreadReport::new(1, tid, format!("t{tid}"), state)
     }
 
     fn sig() -> SignalInfo {
@@ -416,16 +395,12 @@ mod tests {
     fn blocked_thread_is_flagged_with_reason() {
         let mut t = thread(2, ThreadState::Blocked);
         t.syscall = Some("futex".into());
-        t.wait = Some(Wait::Futex {
-            addr: 0x1000,
-            op: "FUTEX_WAIT_PRIVATE".into(),
-            timeout_ms: None,
-            value: Some(2),
-            object: None,
-            owner: None,
-            owner_name: None,
-            last_woken_by: None,
-        });
+        t.wait = Some(Wait::futex(
+            0x1000,
+            "FUTEX_WAIT_PRIVATE".into(),
+            None,
+            Some(2),
+        ));
         t.blocked_ms = Some(4500);
         t.stack = vec![Frame {
             function: Some("lock_b".into()),
@@ -475,16 +450,12 @@ mod tests {
         let mut main = thread(1, ThreadState::Blocked);
         main.syscall = Some("futex".into());
         main.woke_after_signal = 2;
-        main.wait = Some(Wait::Futex {
-            addr: 0x7f00,
-            op: "FUTEX_WAIT_BITSET".into(),
-            timeout_ms: None,
-            value: Some(5),
-            object: None,
-            owner: None,
-            owner_name: None,
-            last_woken_by: None,
-        });
+        main.wait = Some(Wait::futex(
+            0x7f00,
+            "FUTEX_WAIT_BITSET".into(),
+            None,
+            Some(5),
+        ));
         main.stack = vec![
             Frame {
                 function: Some("__pthread_clockjoin_ex".into()),

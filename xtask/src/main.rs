@@ -74,14 +74,14 @@ fn main() {
 pub fn build() -> Result<std::path::PathBuf> {
     setup::ensure()?;
     util::step("building stallprobe (release, with its kernel programs)");
-    util::cargo_quiet_nested(&[
+    util::run_quiet_nested(&mut util::cargo_cmd(&[
         "build",
         "--release",
         "-p",
         "probe-user",
         "--bin",
         "stallprobe",
-    ])?;
+    ]))?;
     let bin = util::root().join("target/release/stallprobe");
     println!("  {}", bin.display());
     Ok(bin)
@@ -138,14 +138,14 @@ fn test(soak: bool, extra: &[String]) -> Result<()> {
     let result = util::run_quiet_nested(&mut cmd);
     // Every test cleans up what it starts; a workload still running now is a test bug (and
     // noise for whatever runs next on the machine), so it fails the run.
-    let leaked: Vec<(i32, String)> = util::workload_processes()
+    let leaked: Vec<(u32, String)> = util::workload_processes()
         .into_iter()
         .filter(|p| !before.contains(p))
         .collect();
     if !leaked.is_empty() {
         for (pid, cmdline) in &leaked {
             eprintln!("leaked by the tests, now killed: pid {pid}: {cmdline}");
-            unsafe { libc::kill(*pid, libc::SIGKILL) };
+            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
         }
         result?;
         anyhow::bail!(

@@ -40,14 +40,10 @@ pub fn cargo_cmd(args: &[&str]) -> Command {
     c
 }
 
-/// `cargo` with the nested kernel-program build's progress lines left out: aya-build relays
-/// every `Compiling …` line of that build as a `warning: probe-user@…:` line. Its real
-/// warnings and errors still show, and a failed build prints the build script's whole output.
-pub fn cargo_quiet_nested(args: &[&str]) -> Result<()> {
-    run_quiet_nested(&mut cargo_cmd(args))
-}
-
-/// [`cargo_quiet_nested`] for a prepared `cargo` command.
+/// Run a `cargo` command with the nested kernel-program build's progress lines left out:
+/// aya-build relays every `Compiling …` line of that build as a `warning: probe-user@…:` line.
+/// Its real warnings and errors still show, and a failed build prints the build script's whole
+/// output.
 pub fn run_quiet_nested(cmd: &mut Command) -> Result<()> {
     use std::io::{BufRead, IsTerminal};
     if std::io::stderr().is_terminal() {
@@ -134,30 +130,30 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// The pids of all processes on the host (that /proc lists to us).
+pub fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+}
+
 /// Processes running a test workload of this checkout (binaries under `target/workloads`, or
 /// interpreters running something from `tests/workloads`): pid and command line.
-pub fn workload_processes() -> Vec<(i32, String)> {
+pub fn workload_processes() -> Vec<(u32, String)> {
     let root = root();
     let marks = [
         root.join("target/workloads").to_string_lossy().into_owned(),
         root.join("tests/workloads").to_string_lossy().into_owned(),
     ];
-    let me = std::process::id() as i32;
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
+    let me = std::process::id();
     let mut out = Vec::new();
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let exe = std::fs::read_link(e.path().join("exe"))
+    for pid in pids().filter(|&p| p != me) {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let cmdline = std::fs::read(e.path().join("cmdline"))
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
             .map(|b| {
                 String::from_utf8_lossy(&b)
                     .replace('\0', " ")

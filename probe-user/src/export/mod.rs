@@ -114,14 +114,12 @@ pub(crate) mod testutil {
     //! A synthetic report shaped like the `deadlock` workload's (three flagged threads blocked
     //! in futex, one exited, one running), for the exporters' unit tests.
 
-    use std::collections::BTreeMap;
-
     use crate::{
         bpf::{Counters, Hook},
         hist::CallSummary,
         procfs::KernelFrame,
         report::*,
-        runtime::{Role, Runtime},
+        runtime::Runtime,
     };
 
     pub fn frame(func: &str, file: &str, line: u32, module: &str) -> Frame {
@@ -157,36 +155,14 @@ pub(crate) mod testutil {
         state: ThreadState,
         blocked_ms: Option<u64>,
     ) -> ThreadReport {
+        let blocked = state == ThreadState::Blocked;
         ThreadReport {
-            tid,
-            pid: 100,
-            name: name.into(),
-            state,
-            syscall: (state == ThreadState::Blocked).then(|| "futex".into()),
+            syscall: blocked.then(|| "futex".into()),
             blocked_ms,
             blocked_since: blocked_ms.map(|_| BlockedSince::Probe),
-            wait: (state == ThreadState::Blocked).then(|| Wait::Futex {
-                addr: 0x5555_0000_1120,
-                op: "FUTEX_WAIT_PRIVATE".into(),
-                timeout_ms: None,
-                value: None,
-                object: None,
-                owner: None,
-                owner_name: None,
-                last_woken_by: None,
-            }),
-            stack: Vec::new(),
-            kernel_stack: Vec::new(),
-            blocks: BTreeMap::new(),
-            role: Role::App,
-            flagged: false,
-            reason: None,
-            woke_after_signal: 0,
-            at_signal: None,
-            exited_after_ms: None,
-            ns_tid: None,
-            cpu_ms: 0,
-            spin_samples: Vec::new(),
+            wait: blocked
+                .then(|| Wait::futex(0x5555_0000_1120, "FUTEX_WAIT_PRIVATE".into(), None, None)),
+            ..ThreadReport::new(100, tid, name.into(), state)
         }
     }
 

@@ -417,16 +417,7 @@ pub fn foreign_tracers(ours: &[u32]) -> Vec<String> {
         "ltrace",
     ];
     let mut found = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if ours.contains(&pid) {
-            continue;
-        }
+    for pid in crate::util::pids().filter(|p| !ours.contains(p)) {
         let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
             continue;
         };

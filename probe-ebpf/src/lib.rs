@@ -9,102 +9,176 @@
 //!   compile error on both sides rather than as garbage at run time.
 #![no_std]
 
-/// The blocking syscalls stallprobe probes. The discriminant indexes [`TaskState::stats`].
-#[repr(u16)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Call {
-    Futex = 0,
-    FutexWaitv = 1,
-    EpollWait = 2,
-    EpollPwait = 3,
-    EpollPwait2 = 4,
-    Read = 5,
-    Readv = 6,
-    Recvfrom = 7,
-    Recvmsg = 8,
-    Recvmmsg = 9,
+/// The probed calls, defined once for both sides: each row is the [`Call`] variant and its
+/// index (into [`TaskState::stats`]), the x86_64 syscall number, the name (as in `man 2`), the
+/// kernel function fentry/fexit attach to, whether older kernels may lack it (then it is
+/// skipped with a note), and the names of the kernel programs that hook it: fentry, fexit,
+/// syscall-tracepoint enter and exit, and those two tracepoints' names.
+///
+/// `for_each_probed_call!(m)` expands to `m! { rows }`: this file derives [`Call`] and
+/// [`PROBED_CALLS`] from it, the kernel side its hook programs (`programs/hooks.rs`), so the
+/// table cannot disagree with either.
+#[macro_export]
+macro_rules! for_each_probed_call {
+    ($m:ident) => {
+        $m! {
+            Futex = 0, 202, "futex", "__x64_sys_futex", false,
+                fentry_futex, fexit_futex, tp_enter_futex, tp_exit_futex,
+                "sys_enter_futex", "sys_exit_futex";
+            FutexWaitv = 1, 449, "futex_waitv", "__x64_sys_futex_waitv", true,
+                fentry_futex_waitv, fexit_futex_waitv, tp_enter_futex_waitv, tp_exit_futex_waitv,
+                "sys_enter_futex_waitv", "sys_exit_futex_waitv";
+            EpollWait = 2, 232, "epoll_wait", "__x64_sys_epoll_wait", false,
+                fentry_epoll_wait, fexit_epoll_wait, tp_enter_epoll_wait, tp_exit_epoll_wait,
+                "sys_enter_epoll_wait", "sys_exit_epoll_wait";
+            EpollPwait = 3, 281, "epoll_pwait", "__x64_sys_epoll_pwait", false,
+                fentry_epoll_pwait, fexit_epoll_pwait, tp_enter_epoll_pwait, tp_exit_epoll_pwait,
+                "sys_enter_epoll_pwait", "sys_exit_epoll_pwait";
+            EpollPwait2 = 4, 441, "epoll_pwait2", "__x64_sys_epoll_pwait2", true,
+                fentry_epoll_pwait2, fexit_epoll_pwait2, tp_enter_epoll_pwait2, tp_exit_epoll_pwait2,
+                "sys_enter_epoll_pwait2", "sys_exit_epoll_pwait2";
+            Read = 5, 0, "read", "__x64_sys_read", false,
+                fentry_read, fexit_read, tp_enter_read, tp_exit_read,
+                "sys_enter_read", "sys_exit_read";
+            Readv = 6, 19, "readv", "__x64_sys_readv", false,
+                fentry_readv, fexit_readv, tp_enter_readv, tp_exit_readv,
+                "sys_enter_readv", "sys_exit_readv";
+            Recvfrom = 7, 45, "recvfrom", "__x64_sys_recvfrom", false,
+                fentry_recvfrom, fexit_recvfrom, tp_enter_recvfrom, tp_exit_recvfrom,
+                "sys_enter_recvfrom", "sys_exit_recvfrom";
+            Recvmsg = 8, 47, "recvmsg", "__x64_sys_recvmsg", false,
+                fentry_recvmsg, fexit_recvmsg, tp_enter_recvmsg, tp_exit_recvmsg,
+                "sys_enter_recvmsg", "sys_exit_recvmsg";
+            Recvmmsg = 9, 299, "recvmmsg", "__x64_sys_recvmmsg", false,
+                fentry_recvmmsg, fexit_recvmmsg, tp_enter_recvmmsg, tp_exit_recvmmsg,
+                "sys_enter_recvmmsg", "sys_exit_recvmmsg";
+        }
+    };
 }
 
-/// Number of probed calls (length of [`Call::ALL`]).
+/// One row of the probed-call table, as data (see [`for_each_probed_call`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbedCall {
+    pub call: Call,
+    /// x86_64 syscall number.
+    pub nr: u32,
+    /// The syscall's name, as in `man 2`.
+    pub name: &'static str,
+    /// The kernel function the fentry/fexit programs attach to (x86_64 syscall wrapper).
+    pub kernel_fn: &'static str,
+    /// Older kernels may lack this call: a failure to hook it is a note, not an error.
+    pub optional: bool,
+    /// Names of the kernel programs for this call, per hook type.
+    pub fentry_prog: &'static str,
+    pub fexit_prog: &'static str,
+    pub tp_enter_prog: &'static str,
+    pub tp_exit_prog: &'static str,
+    /// `syscalls:<name>` tracepoints of this call.
+    pub tp_enter: &'static str,
+    pub tp_exit: &'static str,
+}
+
+macro_rules! define_calls {
+    ($($variant:ident = $idx:literal, $nr:literal, $name:tt, $kfn:tt, $optional:literal,
+       $fentry:ident, $fexit:ident, $tp_enter:ident, $tp_exit:ident, $tpe:tt, $tpx:tt;)*) => {
+        /// The blocking syscalls stallprobe probes. The discriminant indexes [`TaskState::stats`].
+        #[repr(u16)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Call {
+            $($variant = $idx,)*
+        }
+
+        /// The table of probed calls, in [`Call`] order.
+        pub const PROBED_CALLS: [ProbedCall; NUM_CALLS] = [$(ProbedCall {
+            call: Call::$variant,
+            nr: $nr,
+            name: $name,
+            kernel_fn: $kfn,
+            optional: $optional,
+            fentry_prog: stringify!($fentry),
+            fexit_prog: stringify!($fexit),
+            tp_enter_prog: stringify!($tp_enter),
+            tp_exit_prog: stringify!($tp_exit),
+            tp_enter: $tpe,
+            tp_exit: $tpx,
+        },)*];
+
+        impl Call {
+            /// The probed call with x86_64 syscall number `nr` (a `match`: cheap on the hot path).
+            #[inline(always)]
+            pub fn from_nr(nr: u32) -> Option<Call> {
+                match nr {
+                    $($nr => Some(Call::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+for_each_probed_call!(define_calls);
+
+/// Number of probed calls.
 pub const NUM_CALLS: usize = 10;
 
 /// `InFlight::call` when the thread is not inside a probed call.
 pub const CALL_NONE: u16 = 0xffff;
 
 impl Call {
-    pub const ALL: [Call; NUM_CALLS] = [
-        Call::Futex,
-        Call::FutexWaitv,
-        Call::EpollWait,
-        Call::EpollPwait,
-        Call::EpollPwait2,
-        Call::Read,
-        Call::Readv,
-        Call::Recvfrom,
-        Call::Recvmsg,
-        Call::Recvmmsg,
-    ];
+    pub const ALL: [Call; NUM_CALLS] = {
+        let mut all = [Call::Futex; NUM_CALLS];
+        let mut i = 0;
+        while i < NUM_CALLS {
+            all[i] = PROBED_CALLS[i].call;
+            i += 1;
+        }
+        all
+    };
 
     pub fn from_u16(v: u16) -> Option<Call> {
         Call::ALL.get(v as usize).copied()
     }
 
-    /// The syscall's name, as in `man 2`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Call::Futex => "futex",
-            Call::FutexWaitv => "futex_waitv",
-            Call::EpollWait => "epoll_wait",
-            Call::EpollPwait => "epoll_pwait",
-            Call::EpollPwait2 => "epoll_pwait2",
-            Call::Read => "read",
-            Call::Readv => "readv",
-            Call::Recvfrom => "recvfrom",
-            Call::Recvmsg => "recvmsg",
-            Call::Recvmmsg => "recvmmsg",
-        }
+    /// This call's row of [`PROBED_CALLS`].
+    #[inline(always)]
+    pub const fn info(self) -> &'static ProbedCall {
+        &PROBED_CALLS[self as usize]
     }
 
-    /// The kernel function the fentry/fexit programs attach to (x86_64 syscall wrappers).
+    /// The syscall's name, as in `man 2`.
+    pub fn name(self) -> &'static str {
+        self.info().name
+    }
+
+    /// The kernel function the fentry/fexit programs attach to.
     pub fn kernel_fn(self) -> &'static str {
-        match self {
-            Call::Futex => "__x64_sys_futex",
-            Call::FutexWaitv => "__x64_sys_futex_waitv",
-            Call::EpollWait => "__x64_sys_epoll_wait",
-            Call::EpollPwait => "__x64_sys_epoll_pwait",
-            Call::EpollPwait2 => "__x64_sys_epoll_pwait2",
-            Call::Read => "__x64_sys_read",
-            Call::Readv => "__x64_sys_readv",
-            Call::Recvfrom => "__x64_sys_recvfrom",
-            Call::Recvmsg => "__x64_sys_recvmsg",
-            Call::Recvmmsg => "__x64_sys_recvmmsg",
-        }
+        self.info().kernel_fn
     }
 
     /// x86_64 syscall number.
     pub fn nr(self) -> u32 {
-        match self {
-            Call::Futex => 202,
-            Call::FutexWaitv => 449,
-            Call::EpollWait => 232,
-            Call::EpollPwait => 281,
-            Call::EpollPwait2 => 441,
-            Call::Read => 0,
-            Call::Readv => 19,
-            Call::Recvfrom => 45,
-            Call::Recvmsg => 47,
-            Call::Recvmmsg => 299,
-        }
-    }
-
-    pub fn from_nr(nr: u32) -> Option<Call> {
-        Call::ALL.iter().copied().find(|c| c.nr() == nr)
+        self.info().nr
     }
 
     /// What the call's first argument is: a futex word address or a file descriptor.
     pub fn waits_on_fd(self) -> bool {
         !matches!(self, Call::Futex | Call::FutexWaitv)
     }
+}
+
+/// Names of the kernel programs that are not per probed call (those are in [`PROBED_CALLS`]).
+pub mod programs {
+    /// Raw tracepoints `sys_enter` / `sys_exit` (`--hook raw`).
+    pub const RAW_SYS_ENTER: &str = "raw_sys_enter";
+    pub const RAW_SYS_EXIT: &str = "raw_sys_exit";
+    /// BTF tracepoint `signal_generate`: shutdown signals.
+    pub const SIGNAL_GENERATE: &str = "signal_generate";
+    /// BTF tracepoints `sched_process_exit/fork/exec`.
+    pub const THREAD_EXIT: &str = "thread_exit";
+    pub const PROCESS_FORK: &str = "process_fork";
+    pub const PROCESS_EXEC: &str = "process_exec";
+    /// `iter/task`: the snapshot of every target thread.
+    pub const SNAPSHOT_TASKS: &str = "snapshot_tasks";
 }
 
 /// futex(2) operations (`op & FUTEX_CMD_MASK`).
@@ -289,10 +363,10 @@ pub struct UserRegs {
     pub bp: u64,
 }
 
-/// A probed call that took at least the threshold, sent at syscall exit.
+/// The fixed part of a [`SlowCallEvent`].
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct SlowCallEvent {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlowCallHead {
     pub hdr: EventHeader,
     pub call: InFlight,
     pub dur_ns: u64,
@@ -305,6 +379,13 @@ pub struct SlowCallEvent {
     /// Valid bytes in `stack` (a multiple of [`STACK_CHUNK`]).
     pub stack_len: u32,
     pub _pad: u32,
+}
+
+/// A probed call that took at least the threshold, sent at syscall exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SlowCallEvent {
+    pub head: SlowCallHead,
     pub stack: [u8; STACK_COPY_MAX],
 }
 
@@ -472,7 +553,8 @@ const _: () = {
     assert!(core::mem::size_of::<TaskState>() == 48 + 32 + 184 * NUM_CALLS);
     assert!(core::mem::size_of::<EventHeader>() == 24);
     assert!(core::mem::size_of::<UserRegs>() == 24);
-    assert!(core::mem::size_of::<SlowCallEvent>() == 24 + 48 + 16 + 24 + 16 + STACK_COPY_MAX);
+    assert!(core::mem::size_of::<SlowCallHead>() == 24 + 48 + 16 + 24 + 16);
+    assert!(core::mem::size_of::<SlowCallEvent>() == 128 + STACK_COPY_MAX);
     assert!(core::mem::size_of::<SignalEvent>() == 24 + 24 + 16);
     assert!(core::mem::size_of::<ThreadExitEvent>().is_multiple_of(8));
     assert!(core::mem::size_of::<TaskRecord>() == 88);
@@ -480,5 +562,10 @@ const _: () = {
     assert!(core::mem::size_of::<ExecEvent>() == 32);
     assert!(STACK_COPY_MAX.is_multiple_of(STACK_CHUNK));
     assert!(Call::ALL.len() == NUM_CALLS);
+    let mut i = 0;
+    while i < NUM_CALLS {
+        assert!(PROBED_CALLS[i].call as usize == i);
+        i += 1;
+    }
     assert!(TASK_STATE_BRIEF_LEN == 80);
 };

@@ -4,8 +4,8 @@
 
 use probe_ebpf::{
     CALL_NONE, Call, EventHeader, ExecEvent, ForkEvent, InFlight, STACK_COPY_MAX, SignalEvent,
-    SlowCallEvent, TASK_RECORD_MAGIC, TaskRecord, TaskState, ThreadExitEvent, UserRegs, event_kind,
-    futex_op, inflight_flags,
+    SlowCallEvent, SlowCallHead, TASK_RECORD_MAGIC, TaskRecord, TaskState, ThreadExitEvent,
+    UserRegs, event_kind, futex_op, inflight_flags,
 };
 
 /// Marker for the ABI types: `#[repr(C)]`, integer fields only, so every bit pattern is a valid
@@ -22,6 +22,8 @@ unsafe impl Pod for SignalEvent {}
 unsafe impl Pod for ForkEvent {}
 unsafe impl Pod for ExecEvent {}
 unsafe impl Pod for UserRegs {}
+unsafe impl Pod for SlowCallHead {}
+unsafe impl Pod for ThreadExitEvent {}
 
 fn read_pod<T: Pod>(bytes: &[u8]) -> Option<T> {
     if bytes.len() < size_of::<T>() {
@@ -29,10 +31,6 @@ fn read_pod<T: Pod>(bytes: &[u8]) -> Option<T> {
     }
     // SAFETY: length checked; T is Pod (any bit pattern valid); read_unaligned needs no alignment.
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
-}
-
-fn field_offset_of_stack() -> usize {
-    std::mem::offset_of!(SlowCallEvent, stack)
 }
 
 /// A timeout as the call was given it.
@@ -164,45 +162,27 @@ pub fn decode_event(bytes: &[u8]) -> Option<Event> {
     let hdr: EventHeader = read_pod(bytes)?;
     match hdr.kind {
         event_kind::SLOW_CALL => {
-            let off_stack = field_offset_of_stack();
-            if bytes.len() < off_stack {
-                return None;
-            }
-            let call: InFlight = read_pod(&bytes[std::mem::offset_of!(SlowCallEvent, call)..])?;
-            let dur_ns: u64 = u64::from_ne_bytes(
-                bytes[std::mem::offset_of!(SlowCallEvent, dur_ns)..][..8]
-                    .try_into()
-                    .ok()?,
-            );
-            let ret: i64 = i64::from_ne_bytes(
-                bytes[std::mem::offset_of!(SlowCallEvent, ret)..][..8]
-                    .try_into()
-                    .ok()?,
-            );
-            let regs: UserRegs = read_pod(&bytes[std::mem::offset_of!(SlowCallEvent, regs)..])?;
-            let stack_len = u32::from_ne_bytes(
-                bytes[std::mem::offset_of!(SlowCallEvent, stack_len)..][..4]
-                    .try_into()
-                    .ok()?,
-            ) as usize;
-            let stack_addr = u64::from_ne_bytes(
-                bytes[std::mem::offset_of!(SlowCallEvent, stack_addr)..][..8]
-                    .try_into()
-                    .ok()?,
-            );
-            let stack_len = stack_len.min(STACK_COPY_MAX).min(bytes.len() - off_stack);
+            let head: SlowCallHead = read_pod(bytes)?;
+            let stack = &bytes[std::mem::offset_of!(SlowCallEvent, stack)..];
+            let stack_len = (head.stack_len as usize)
+                .min(STACK_COPY_MAX)
+                .min(stack.len());
             // The copy starts at or below sp; hand on what starts at sp.
-            let skip =
-                (regs.sp.checked_sub(stack_addr).unwrap_or(u64::MAX) as usize).min(stack_len);
+            let skip = (head
+                .regs
+                .sp
+                .checked_sub(head.stack_addr)
+                .unwrap_or(u64::MAX) as usize)
+                .min(stack_len);
             Some(Event::SlowCall(Box::new(SlowCall {
                 tid: hdr.tid,
                 tgid: hdr.tgid,
                 end_ns: hdr.ts_ns,
-                call: CallRecord::from_inflight(&call)?,
-                dur_ns,
-                ret,
-                regs,
-                stack: bytes[off_stack + skip..off_stack + stack_len].to_vec(),
+                call: CallRecord::from_inflight(&head.call)?,
+                dur_ns: head.dur_ns,
+                ret: head.ret,
+                regs: head.regs,
+                stack: stack[skip..stack_len].to_vec(),
             })))
         }
         event_kind::SIGNAL => {
@@ -221,24 +201,13 @@ pub fn decode_event(bytes: &[u8]) -> Option<Event> {
             }))
         }
         event_kind::THREAD_EXIT => {
-            let comm_off = std::mem::offset_of!(ThreadExitEvent, comm);
-            let has_off = std::mem::offset_of!(ThreadExitEvent, has_state);
-            let st_off = std::mem::offset_of!(ThreadExitEvent, state);
-            if bytes.len() < st_off {
-                return None;
-            }
-            let has = u32::from_ne_bytes(bytes[has_off..has_off + 4].try_into().ok()?);
-            let state = if has == 1 {
-                read_pod::<TaskState>(&bytes[st_off..]).map(Box::new)
-            } else {
-                None
-            };
+            let e: ThreadExitEvent = read_pod(bytes)?;
             Some(Event::ThreadExit(ThreadExit {
                 tid: hdr.tid,
                 tgid: hdr.tgid,
                 ts_ns: hdr.ts_ns,
-                comm: comm_str(&bytes[comm_off..comm_off + 16]),
-                state,
+                comm: comm_str(&e.comm),
+                state: (e.has_state == 1).then(|| Box::new(e.state)),
             }))
         }
         event_kind::FORK => {
@@ -398,29 +367,29 @@ mod tests {
 
     #[test]
     fn slow_call_with_short_stack() {
-        let mut buf = vec![0u8; field_offset_of_stack() + 64];
-        let hdr = EventHeader {
-            kind: event_kind::SLOW_CALL,
-            tid: 7,
-            tgid: 6,
-            _pad: 0,
-            ts_ns: 1,
+        let head = SlowCallHead {
+            hdr: EventHeader {
+                kind: event_kind::SLOW_CALL,
+                tid: 7,
+                tgid: 6,
+                _pad: 0,
+                ts_ns: 1,
+            },
+            call: InFlight {
+                start_ns: 5,
+                obj: 0x1000,
+                arg: 128,
+                timeout_ns: 0,
+                call: Call::Futex as u16,
+                flags: 0,
+                _pad: 0,
+                interrupted_ns: 0,
+            },
+            stack_len: 1000, // claims more than present
+            ..Default::default()
         };
-        buf[..size_of::<EventHeader>()].copy_from_slice(&bytes_of(&hdr));
-        let f = InFlight {
-            start_ns: 5,
-            obj: 0x1000,
-            arg: 128,
-            timeout_ns: 0,
-            call: Call::Futex as u16,
-            flags: 0,
-            _pad: 0,
-            interrupted_ns: 0,
-        };
-        let off = std::mem::offset_of!(SlowCallEvent, call);
-        buf[off..off + size_of::<InFlight>()].copy_from_slice(&bytes_of(&f));
-        let off = std::mem::offset_of!(SlowCallEvent, stack_len);
-        buf[off..off + 4].copy_from_slice(&1000u32.to_ne_bytes()); // claims more than present
+        let mut buf = bytes_of(&head);
+        buf.resize(std::mem::offset_of!(SlowCallEvent, stack) + 64, 0);
         match decode_event(&buf).unwrap() {
             Event::SlowCall(s) => {
                 assert_eq!(s.call.call, Call::Futex);

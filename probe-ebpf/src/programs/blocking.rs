@@ -249,18 +249,19 @@ fn send_slow_call(pid_tgid: u64, now: u64, f: InFlight, dur: u64, ret: i64, regs
     };
     let e = entry.as_mut_ptr();
     unsafe {
-        (*e).hdr = EventHeader {
+        let head = &mut (*e).head;
+        head.hdr = EventHeader {
             kind: event_kind::SLOW_CALL,
             tid: pid_tgid as u32,
             tgid: (pid_tgid >> 32) as u32,
             _pad: 0,
             ts_ns: now,
         };
-        (*e).call = f;
-        (*e).dur_ns = dur;
-        (*e).ret = ret;
-        (*e).regs = regs;
-        (*e)._pad = 0;
+        head.call = f;
+        head.dur_ns = dur;
+        head.ret = ret;
+        head.regs = regs;
+        head._pad = 0;
         let dst = (*e).stack.as_mut_ptr();
         // Whole chunks from sp rounded down: constant offsets (easy for the verifier), and an
         // aligned chunk never straddles a page, so the copy ends exactly at the stack's top.
@@ -280,8 +281,8 @@ fn send_slow_call(pid_tgid: u64, now: u64, f: InFlight, dur: u64, ret: i64, regs
         if copied == 0 {
             count(counter::STACK_COPY_FAILED);
         }
-        (*e).stack_addr = base;
-        (*e).stack_len = copied;
+        (*e).head.stack_addr = base;
+        (*e).head.stack_len = copied;
     }
     count(counter::SLOW_CALLS);
     entry.submit(0);

@@ -13,7 +13,7 @@ use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, Iter, ProgramError, TracePoint},
 };
-use probe_ebpf::{Call, counter, globals, maps};
+use probe_ebpf::{Call, PROBED_CALLS, counter, globals, maps, programs};
 
 use crate::{
     error::StallError,
@@ -50,9 +50,6 @@ pub struct ProbeOptions {
     /// Forward the kernel side's debug log to stderr.
     pub bpf_log: bool,
 }
-
-/// Calls that older kernels do not have; missing ones are skipped with a note, not an error.
-const OPTIONAL_CALLS: [Call; 2] = [Call::FutexWaitv, Call::EpollPwait2];
 
 /// Totals of the kernel side's counters (summed over CPUs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -220,19 +217,39 @@ impl Probes {
                 for call in Call::ALL {
                     match attach_tracepoint_pair(&mut ebpf, call) {
                         Ok(()) => {}
-                        Err(_) if OPTIONAL_CALLS.contains(&call) => skipped_calls.push(call),
+                        Err(_) if call.info().optional => skipped_calls.push(call),
                         Err(e) => return Err(e),
                     }
                 }
                 Hook::Tracepoint
             }
         };
-        attach_tp_btf(&mut ebpf, &kbtf, "signal_generate", "signal_generate")?;
-        attach_tp_btf(&mut ebpf, &kbtf, "thread_exit", "sched_process_exit")?;
-        attach_tp_btf(&mut ebpf, &kbtf, "process_fork", "sched_process_fork")?;
-        attach_tp_btf(&mut ebpf, &kbtf, "process_exec", "sched_process_exec")?;
+        attach_tp_btf(
+            &mut ebpf,
+            &kbtf,
+            programs::SIGNAL_GENERATE,
+            "signal_generate",
+        )?;
+        attach_tp_btf(
+            &mut ebpf,
+            &kbtf,
+            programs::THREAD_EXIT,
+            "sched_process_exit",
+        )?;
+        attach_tp_btf(
+            &mut ebpf,
+            &kbtf,
+            programs::PROCESS_FORK,
+            "sched_process_fork",
+        )?;
+        attach_tp_btf(
+            &mut ebpf,
+            &kbtf,
+            programs::PROCESS_EXEC,
+            "sched_process_exec",
+        )?;
         {
-            let prog: &mut Iter = program(&mut ebpf, "snapshot_tasks")?;
+            let prog: &mut Iter = program(&mut ebpf, programs::SNAPSHOT_TASKS)?;
             prog.load("task", &kbtf)
                 .map_err(|e| load_err("load the task iterator (iter/task)", fmt_prog_err(&e)))?;
         }
@@ -337,7 +354,7 @@ impl Probes {
             0
         };
         let _ = self.control.set(0, flags, 0);
-        let prog: &mut Iter = program(&mut self.ebpf, "snapshot_tasks")?;
+        let prog: &mut Iter = program(&mut self.ebpf, programs::SNAPSHOT_TASKS)?;
         let link_id = prog
             .attach()
             .map_err(|e| load_err("attach the task iterator", fmt_prog_err(&e)))?;
@@ -358,14 +375,6 @@ impl Probes {
         if let Some(l) = self.logger.as_mut() {
             l.flush();
         }
-    }
-
-    /// Ids of the loaded programs (to check that nothing stays behind after exit).
-    pub fn program_ids(&self) -> Vec<u32> {
-        self.ebpf
-            .programs()
-            .filter_map(|(_, p)| p.info().ok().map(|i| i.id()))
-            .collect()
     }
 }
 
@@ -421,7 +430,7 @@ fn attach_fentry_all(
     for call in Call::ALL {
         match attach_fentry_pair(ebpf, kbtf, call) {
             Ok(()) => {}
-            Err(_) if OPTIONAL_CALLS.contains(&call) => skipped.push(call),
+            Err(_) if call.info().optional => skipped.push(call),
             Err(e) => {
                 return Err(StallError::KernelFeature {
                     what: format!("fentry/fexit on {}", call.kernel_fn()),
@@ -438,31 +447,32 @@ fn attach_fentry_all(
 
 /// Unload whatever fentry/fexit programs got loaded before one failed (their links go too).
 fn detach_all_fentry(ebpf: &mut Ebpf) {
-    for call in Call::ALL {
-        if let Ok(p) = program::<FEntry>(ebpf, &format!("fentry_{}", call.name())) {
+    for c in &PROBED_CALLS {
+        if let Ok(p) = program::<FEntry>(ebpf, c.fentry_prog) {
             let _ = p.unload();
         }
-        if let Ok(p) = program::<FExit>(ebpf, &format!("fexit_{}", call.name())) {
+        if let Ok(p) = program::<FExit>(ebpf, c.fexit_prog) {
             let _ = p.unload();
         }
     }
 }
 
 fn attach_raw(ebpf: &mut Ebpf, kbtf: &aya::Btf) -> Result<(), StallError> {
-    attach_tp_btf(ebpf, kbtf, "raw_sys_enter", "sys_enter")?;
-    attach_tp_btf(ebpf, kbtf, "raw_sys_exit", "sys_exit")
+    attach_tp_btf(ebpf, kbtf, programs::RAW_SYS_ENTER, "sys_enter")?;
+    attach_tp_btf(ebpf, kbtf, programs::RAW_SYS_EXIT, "sys_exit")
 }
 
 fn attach_fentry_pair(ebpf: &mut Ebpf, kbtf: &aya::Btf, call: Call) -> Result<(), StallError> {
-    let func = call.kernel_fn();
+    let info = call.info();
+    let func = info.kernel_fn;
     {
-        let p: &mut FEntry = program(ebpf, &format!("fentry_{}", call.name()))?;
+        let p: &mut FEntry = program(ebpf, info.fentry_prog)?;
         p.load(func, kbtf)
             .map_err(|e| load_err(format!("load fentry on {func}"), fmt_prog_err(&e)))?;
         p.attach()
             .map_err(|e| load_err(format!("attach fentry on {func}"), fmt_prog_err(&e)))?;
     }
-    let p: &mut FExit = program(ebpf, &format!("fexit_{}", call.name()))?;
+    let p: &mut FExit = program(ebpf, info.fexit_prog)?;
     p.load(func, kbtf)
         .map_err(|e| load_err(format!("load fexit on {func}"), fmt_prog_err(&e)))?;
     p.attach()
@@ -471,20 +481,15 @@ fn attach_fentry_pair(ebpf: &mut Ebpf, kbtf: &aya::Btf, call: Call) -> Result<()
 }
 
 fn attach_tracepoint_pair(ebpf: &mut Ebpf, call: Call) -> Result<(), StallError> {
+    let info = call.info();
     for (prog, tp) in [
-        (
-            format!("tp_enter_{}", call.name()),
-            format!("sys_enter_{}", call.name()),
-        ),
-        (
-            format!("tp_exit_{}", call.name()),
-            format!("sys_exit_{}", call.name()),
-        ),
+        (info.tp_enter_prog, info.tp_enter),
+        (info.tp_exit_prog, info.tp_exit),
     ] {
-        let p: &mut TracePoint = program(ebpf, &prog)?;
+        let p: &mut TracePoint = program(ebpf, prog)?;
         p.load()
             .map_err(|e| load_err(format!("load {prog}"), fmt_prog_err(&e)))?;
-        p.attach("syscalls", &tp)
+        p.attach("syscalls", tp)
             .map_err(|e| StallError::KernelFeature {
                 what: format!("the tracepoint syscalls:{tp}"),
                 detail: fmt_prog_err(&e),
@@ -515,4 +520,74 @@ fn attach_tp_btf(
         )
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use object::{Object, ObjectSymbol};
+
+    use super::*;
+
+    /// Every program, map and global name user space uses is in the embedded BPF object: the
+    /// names are shared constants (`probe_ebpf`), and this checks the object built from them.
+    #[test]
+    fn embedded_object_has_every_name_user_space_uses() {
+        if BPF_OBJECT.is_empty() {
+            assert!(
+                std::env::var_os("AYA_BUILD_SKIP").is_some(),
+                "no embedded BPF object although AYA_BUILD_SKIP is not set"
+            );
+            eprintln!("skipped: built with AYA_BUILD_SKIP=1, no BPF object to check");
+            return;
+        }
+        let obj = object::File::parse(BPF_OBJECT).expect("the embedded BPF object is an ELF file");
+        let symbols: std::collections::BTreeSet<&str> =
+            obj.symbols().filter_map(|s| s.name().ok()).collect();
+        let mut wanted: Vec<&str> = vec![
+            programs::RAW_SYS_ENTER,
+            programs::RAW_SYS_EXIT,
+            programs::SIGNAL_GENERATE,
+            programs::THREAD_EXIT,
+            programs::PROCESS_FORK,
+            programs::PROCESS_EXEC,
+            programs::SNAPSHOT_TASKS,
+            maps::TARGETS,
+            maps::EVENTS,
+            maps::COUNTERS,
+            maps::SHUTDOWN,
+            maps::CONTROL,
+            maps::TASKS,
+            globals::THRESHOLD_NS,
+            globals::SHUTDOWN_SIGMASK,
+            globals::TASK_PID_OFF,
+            globals::TASK_TGID_OFF,
+            globals::TASK_COMM_OFF,
+            globals::TASK_STATE_OFF,
+            globals::TASK_FLAGS_OFF,
+            globals::TASK_LAST_ARRIVAL_OFF,
+            globals::FOLLOW_CHILDREN,
+        ];
+        for c in &PROBED_CALLS {
+            wanted.extend([c.fentry_prog, c.fexit_prog, c.tp_enter_prog, c.tp_exit_prog]);
+        }
+        let missing: Vec<&str> = wanted
+            .into_iter()
+            .filter(|n| !symbols.contains(n))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "not in the BPF object: {missing:?} (the kernel side and probe_ebpf disagree)"
+        );
+        // And the fentry/fexit programs attach where the table says.
+        let sections: Vec<String> = obj
+            .sections()
+            .filter_map(|s| object::ObjectSection::name(&s).ok().map(str::to_string))
+            .collect();
+        for c in &PROBED_CALLS {
+            for prefix in ["fentry", "fexit"] {
+                let want = format!("{prefix}/{}", c.kernel_fn);
+                assert!(sections.contains(&want), "no section {want}: {sections:?}");
+            }
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::{
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    bpf::Hook,
+    bpf::HookChoice,
     error::StallError,
     export,
     render::{self, Style},
@@ -170,7 +170,7 @@ pub struct WatchArgs {
     /// Where the blocking-call probes hook in: auto picks fentry (cheapest) when the kernel
     /// allows it, else raw tracepoints; see docs/design.md.
     #[arg(long, value_enum, default_value = "auto")]
-    pub hook: Hook,
+    pub hook: HookChoice,
 
     /// With more live threads than this, the final report has stacks only for threads asleep
     /// past the threshold.

@@ -2,15 +2,7 @@
 
 use probe_ebpf::{CallStats, HIST_BUCKETS};
 
-/// count, total and percentiles of one call's block times (JSON `blocks.<call>`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
-pub struct CallSummary {
-    pub count: u64,
-    pub total_ms: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-}
+use crate::report::CallSummary;
 
 fn ms(ns: f64) -> f64 {
     (ns / 1e6 * 1000.0).round() / 1000.0

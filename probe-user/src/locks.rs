@@ -11,9 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
-
-use crate::report::{ThreadReport, ThreadState, Wait};
+use crate::report::{CycleObject, CycleThread, Deadlock, ThreadReport, ThreadState, Wait, Waker};
 
 /// `FUTEX_TID_MASK`: the owner tid bits of a PI futex word.
 const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
@@ -133,57 +131,6 @@ pub fn annotate(
                 ago_ms: now_ns.saturating_sub(*ns) / 1_000_000,
             });
         }
-    }
-}
-
-/// The thread that last woke waiters on a futex.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Waker {
-    pub tid: u32,
-    pub name: String,
-    /// How long ago, at the time of the report.
-    pub ago_ms: u64,
-}
-
-/// A wait-for cycle: each thread waits for an object held by the next.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Deadlock {
-    pub threads: Vec<CycleThread>,
-    pub objects: Vec<CycleObject>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct CycleThread {
-    pub tid: u32,
-    pub pid: u32,
-    pub name: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct CycleObject {
-    /// pthread_mutex, pi_mutex, thread_join ...
-    pub kind: String,
-    #[serde(serialize_with = "crate::report::ser_hex")]
-    pub addr: u64,
-    pub waiter: u32,
-    pub holder: u32,
-}
-
-impl Deadlock {
-    /// "locker-a waits for locker-b waits for locker-a".
-    pub fn describe(&self) -> String {
-        let mut s = String::new();
-        for (i, t) in self.threads.iter().enumerate() {
-            let o = &self.objects[i];
-            s.push_str(&format!(
-                "{} ({}) waits for {} {:#x} held by ",
-                t.name, t.tid, o.kind, o.addr
-            ));
-        }
-        if let Some(first) = self.threads.first() {
-            s.push_str(&format!("{} ({})", first.name, first.tid));
-        }
-        s
     }
 }
 

@@ -5,6 +5,8 @@
 
 use std::{fs, path::PathBuf};
 
+use crate::report::KernelFrame;
+
 /// One field of /proc/PID/status (`Name:`, `CapEff:`, `NSpid:` ...), without the key.
 pub fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
     status.lines().find_map(|l| {
@@ -92,17 +94,7 @@ pub fn parse_syscall(s: &str) -> Option<SyscallState> {
     }
 }
 
-/// A kernel frame from /proc/PID/task/TID/stack (`[<0>] futex_do_wait+0x46/0x90`).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct KernelFrame {
-    /// Always 0 unless the reader has CAP_SYSLOG and kptr_restrict allows it.
-    #[serde(serialize_with = "crate::report::ser_hex")]
-    pub addr: u64,
-    pub function: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub offset: Option<u64>,
-}
-
+/// Kernel frames from /proc/PID/task/TID/stack (`[<0>] futex_do_wait+0x46/0x90`).
 pub fn parse_kernel_stack(s: &str) -> Vec<KernelFrame> {
     s.lines()
         .filter_map(|l| {

@@ -3,8 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::{
-    report::{Frame, Report, ThreadReport, ThreadState, Verdict, basename},
-    runtime::Role,
+    report::{Frame, Report, Role, ThreadReport, ThreadState, Verdict, basename, format_ms},
     session::LiveEvent,
 };
 
@@ -54,22 +53,6 @@ pub fn json(report: &Report) -> String {
         serde_json::to_string_pretty(report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     s.push('\n');
     s
-}
-
-pub fn fmt_dur_ms(ms: f64) -> String {
-    if ms >= 60_000.0 {
-        format!("{:.1}m", ms / 60_000.0)
-    } else if ms >= 1000.0 {
-        format!("{:.2}s", ms / 1000.0)
-    } else if ms >= 100.0 {
-        format!("{ms:.0}ms")
-    } else if ms >= 1.0 {
-        format!("{ms:.1}ms")
-    } else if ms > 0.0 {
-        format!("{:.0}us", ms * 1000.0)
-    } else {
-        "0".into()
-    }
 }
 
 /// Pad `s` (which may hold ANSI codes) to `w` visible columns.
@@ -129,7 +112,7 @@ pub fn live_line(ev: &LiveEvent, elapsed_s: f64, st: Style) -> String {
             wait.as_ref()
                 .map(|w| format!(" on {}", w.describe()))
                 .unwrap_or_default(),
-            fmt_dur_ms(*blocked_ms as f64),
+            format_ms(*blocked_ms as f64),
             at(a)
         ),
         LiveEvent::SlowCall {
@@ -146,7 +129,7 @@ pub fn live_line(ev: &LiveEvent, elapsed_s: f64, st: Style) -> String {
             wait.as_ref()
                 .map(|w| format!(" on {}", w.describe()))
                 .unwrap_or_default(),
-            fmt_dur_ms(*duration_ms),
+            format_ms(*duration_ms),
             at(a)
         ),
         LiveEvent::Signal {
@@ -250,8 +233,8 @@ pub fn text(r: &Report, st: Style) -> String {
         t.exe,
         if t.exited { ", exited" } else { "" },
         t.runtime.as_str(),
-        fmt_dur_ms(r.session.watched_ms as f64),
-        fmt_dur_ms(r.session.threshold_ms)
+        format_ms(r.session.watched_ms as f64),
+        format_ms(r.session.threshold_ms)
     );
     for c in &r.children {
         let _ = writeln!(
@@ -318,7 +301,7 @@ pub fn text(r: &Report, st: Style) -> String {
         };
         let dur = match (t.state, t.blocked_ms, t.exited_after_ms) {
             (ThreadState::Exited, _, Some(ms)) => format!("t{:+}ms", ms),
-            (_, Some(ms), _) => fmt_dur_ms(ms as f64),
+            (_, Some(ms), _) => format_ms(ms as f64),
             _ => String::new(),
         };
         let _ = writeln!(
@@ -368,7 +351,7 @@ pub fn text(r: &Report, st: Style) -> String {
                     .as_ref()
                     .map(|w| format!(" on {}", w.describe()))
                     .unwrap_or_default(),
-                fmt_dur_ms(t.blocked_ms.unwrap_or(0) as f64)
+                format_ms(t.blocked_ms.unwrap_or(0) as f64)
             ),
         };
         let bullet = if t.flagged {
@@ -414,7 +397,7 @@ pub fn text(r: &Report, st: Style) -> String {
     }
 
     // Block-time statistics.
-    let rows: Vec<(&ThreadReport, &String, &crate::hist::CallSummary)> = r
+    let rows: Vec<(&ThreadReport, &String, &crate::report::CallSummary)> = r
         .threads
         .iter()
         .flat_map(|t| t.blocks.iter().map(move |(c, s)| (t, c, s)))
@@ -441,10 +424,10 @@ pub fn text(r: &Report, st: Style) -> String {
                 pad(&trunc(&t.name, 16), 16),
                 pad(c, 12),
                 s.count,
-                fmt_dur_ms(s.total_ms),
-                fmt_dur_ms(s.p50_ms),
-                fmt_dur_ms(s.p99_ms),
-                fmt_dur_ms(s.max_ms)
+                format_ms(s.total_ms),
+                format_ms(s.p50_ms),
+                format_ms(s.p99_ms),
+                format_ms(s.max_ms)
             );
         }
     }
@@ -454,7 +437,7 @@ pub fn text(r: &Report, st: Style) -> String {
             o,
             "\n{} (≥ {}) {} in all",
             st.bold("SLOW CALLS"),
-            fmt_dur_ms(r.session.threshold_ms),
+            format_ms(r.session.threshold_ms),
             r.slow_calls_total
         );
         for s in r.slow_calls.iter().take(20) {
@@ -464,7 +447,7 @@ pub fn text(r: &Report, st: Style) -> String {
             let _ = writeln!(
                 o,
                 "  +{:<8} tid {} {} {}{} took {}{}",
-                fmt_dur_ms(s.ended_at_ms as f64),
+                format_ms(s.ended_at_ms as f64),
                 s.tid,
                 s.name,
                 s.syscall,
@@ -472,7 +455,7 @@ pub fn text(r: &Report, st: Style) -> String {
                     .as_ref()
                     .map(|w| format!(" on {}", w.describe()))
                     .unwrap_or_default(),
-                fmt_dur_ms(s.duration_ms),
+                format_ms(s.duration_ms),
                 at
             );
         }

@@ -3,48 +3,11 @@
 //!
 //! The rules live in one table per runtime ([`RULES`]); each has a unit test.
 
+use crate::{
+    procfs,
+    report::{Frame, Runtime},
+};
 use object::{Object, ObjectSection};
-use serde::Serialize;
-
-use crate::{procfs, report::Frame};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Runtime {
-    /// C, C++, Rust without a detected async runtime, or anything unrecognised.
-    #[default]
-    Native,
-    Go,
-    Jvm,
-    CPython,
-    Node,
-    Dotnet,
-    Tokio,
-}
-
-impl Runtime {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Runtime::Native => "native",
-            Runtime::Go => "go",
-            Runtime::Jvm => "jvm",
-            Runtime::CPython => "cpython",
-            Runtime::Node => "node",
-            Runtime::Dotnet => "dotnet",
-            Runtime::Tokio => "tokio",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Application code (or unknown): blocked past shutdown means a stall.
-    #[default]
-    App,
-    /// A runtime's own thread (scheduler, GC, compiler, timer) waiting where it always waits.
-    Runtime,
-}
 
 /// Detect the runtime from the executable and the loaded libraries.
 pub fn detect(pid: u32) -> Runtime {

@@ -20,18 +20,17 @@ use probe_ebpf::{Call, TaskState, UserRegs};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
-    bpf::{Hook, ProbeOptions, Probes},
+    bpf::{HookChoice, ProbeOptions, Probes},
     clock::{diff_ms, mono_ns, realtime_ns},
     error::StallError,
     events::{CallRecord, Event, SignalInfo, SlowCall, TaskSnapshot, Timeout, decode_event},
     hist,
     procfs::{self, SyscallState},
     report::{
-        AtSignal, BlockedSince, Frame, Report, SCHEMA, SessionInfo, SlowCallReport, TargetInfo,
-        ThreadReport, ThreadState, TimelineEntry, Wait,
+        AtSignal, BlockedSince, Frame, Report, Role, Runtime, SCHEMA, SessionInfo, SlowCallReport,
+        TargetInfo, ThreadReport, ThreadState, TimelineEntry, Wait,
     },
-    runtime::{self, Role, Runtime},
-    signals,
+    runtime, signals,
     stack::{StackCollector, Stacks, top_app_frame},
     syscalls, verdict,
 };
@@ -46,7 +45,7 @@ pub struct SessionOptions {
     pub grace: Duration,
     /// Bit n: signal n is a shutdown signal.
     pub shutdown_sigmask: u64,
-    pub hook: Hook,
+    pub hook: HookChoice,
     pub follow_children: bool,
     pub bpf_log: bool,
     /// Above this many live threads, only threads blocked past the threshold (and flagged ones)
@@ -61,7 +60,7 @@ impl Default for SessionOptions {
             interval: Duration::from_millis(250),
             grace: Duration::from_secs(5),
             shutdown_sigmask: signals::parse_mask(signals::DEFAULT_SHUTDOWN).unwrap_or(1 << 15),
-            hook: Hook::Auto,
+            hook: HookChoice::Auto,
             follow_children: false,
             bpf_log: false,
             max_stacks: 512,
@@ -1423,7 +1422,7 @@ fn describe_fd_waits(threads: &mut [ThreadReport]) {
         fds.sort_unstable();
         fds.dedup();
         let objs = crate::waits::describe_fds(pid, &fds);
-        let found: BTreeMap<u64, crate::waits::FdObject> = fds
+        let found: BTreeMap<u64, crate::report::FdObject> = fds
             .into_iter()
             .zip(objs)
             .filter_map(|(fd, o)| Some((fd, o?)))

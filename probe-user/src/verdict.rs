@@ -8,8 +8,11 @@ use std::collections::BTreeMap;
 
 use crate::{
     events::SignalInfo,
-    report::{ShutdownReport, ThreadReport, ThreadState, Verdict, Wait},
-    runtime::{self, Role, Runtime},
+    report::{
+        Role, Runtime, ShutdownReport, ThreadReport, ThreadState, Verdict, Wait, format_ms,
+        format_ms_u64,
+    },
+    runtime,
     session::EndReason,
     signals,
     stack::top_app_frame,
@@ -50,19 +53,11 @@ pub fn exit_code(v: Verdict) -> i32 {
 /// A thread counts as spinning when it used at least this share of a CPU after the signal.
 const SPIN_SHARE: f64 = 0.5;
 
-fn secs(ms: u64) -> String {
-    if ms >= 10_000 {
-        format!("{:.0}s", ms as f64 / 1000.0)
-    } else {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    }
-}
-
 /// Classify roles, flag threads and decide the verdict. Mutates `flagged`, `reason`, `role`.
 pub fn judge(
     threads: &mut [ThreadReport],
     ctx: &Context<'_>,
-    deadlocks: &[crate::locks::Deadlock],
+    deadlocks: &[crate::report::Deadlock],
 ) -> Judged {
     let deadlock_lines: Vec<String> = deadlocks
         .iter()
@@ -121,7 +116,7 @@ pub fn judge(
             summary: vec![format!(
                 "clean: exited {} after {sig_name} (grace {})",
                 fmt_ms(ms),
-                secs(ctx.grace_ms)
+                format_ms_u64(ctx.grace_ms)
             )],
         };
     }
@@ -132,7 +127,7 @@ pub fn judge(
             shutdown: Some(shutdown),
             summary: vec![format!(
                 "{sig_name} seen, but the watch ended before the grace period ({}) expired: no verdict",
-                secs(ctx.grace_ms)
+                format_ms_u64(ctx.grace_ms)
             )],
         };
     }
@@ -143,15 +138,15 @@ pub fn judge(
         summary.push(format!(
             "stalled: exited only {} after {sig_name}, past the grace period of {}",
             fmt_ms(ms),
-            secs(ctx.grace_ms)
+            format_ms_u64(ctx.grace_ms)
         ));
     } else {
         summary.push(format!(
             "stalled: still alive {} after {sig_name} (from pid {} {}), grace {}",
-            secs(alive_for),
+            format_ms_u64(alive_for),
             sig.sender_tgid,
             sig.sender_comm,
-            secs(ctx.grace_ms)
+            format_ms_u64(ctx.grace_ms)
         ));
     }
     if shutdown.ignored {
@@ -210,12 +205,9 @@ pub fn judge(
     }
 }
 
+/// A signed ms count (negative: before the signal) as a duration.
 fn fmt_ms(ms: i64) -> String {
-    if ms.abs() >= 1000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else {
-        format!("{ms}ms")
-    }
+    format_ms(ms.max(0) as f64)
 }
 
 /// Whether the thread waits inside pthread_join (or its timed variants).

@@ -18,16 +18,17 @@ use probe_ebpf::{Call, PROBED_CALLS, counter, globals, maps, programs};
 use crate::{
     error::StallError,
     events::{TaskSnapshot, decode_snapshot},
+    report::{Counters, Hook},
 };
 
 /// The BPF object built from probe-ebpf by build.rs.
 static BPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stallprobe-ebpf"));
 
-/// Where the blocking-call programs hook in (see probe-ebpf/src/programs/hooks.rs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Hook {
+/// Where the blocking-call programs should hook in (`--hook`; see
+/// probe-ebpf/src/programs/hooks.rs). The one that ran is a [`Hook`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum HookChoice {
     /// fentry if this kernel allows it, else raw tracepoints (default).
     #[default]
     Auto,
@@ -45,34 +46,10 @@ pub struct ProbeOptions {
     pub threshold_ns: u64,
     /// Bit n set: signal n is a shutdown signal.
     pub shutdown_sigmask: u64,
-    pub hook: Hook,
+    pub hook: HookChoice,
     pub follow_children: bool,
     /// Forward the kernel side's debug log to stderr.
     pub bpf_log: bool,
-}
-
-/// Totals of the kernel side's counters (summed over CPUs).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Counters {
-    pub dropped_slow_calls: u64,
-    pub dropped_signals: u64,
-    pub dropped_thread_exits: u64,
-    pub dropped_lifecycle: u64,
-    pub task_storage_failures: u64,
-    pub stack_copy_failures: u64,
-    pub slow_calls: u64,
-    pub signals: u64,
-}
-
-impl Counters {
-    /// Events lost for lack of room (ring buffer full or storage unavailable).
-    pub fn dropped(&self) -> u64 {
-        self.dropped_slow_calls
-            + self.dropped_signals
-            + self.dropped_thread_exits
-            + self.dropped_lifecycle
-            + self.task_storage_failures
-    }
 }
 
 /// The loaded, attached kernel side.
@@ -87,7 +64,7 @@ pub struct Probes {
     words: BTreeMap<u32, u64>,
     /// Calls that could not be probed on this kernel.
     pub skipped_calls: Vec<Call>,
-    /// The hook in use (never `Auto`).
+    /// The hook in use.
     pub hook: Hook,
     /// Why `Auto` did not pick fentry, when it did not.
     pub fallback_reason: Option<String>,
@@ -188,7 +165,7 @@ impl Probes {
         let mut skipped_calls = Vec::new();
         let mut fallback_reason = None;
         let hook = match opts.hook {
-            Hook::Auto => match attach_fentry_all(&mut ebpf, &kbtf, &mut skipped_calls) {
+            HookChoice::Auto => match attach_fentry_all(&mut ebpf, &kbtf, &mut skipped_calls) {
                 Ok(()) => Hook::Fentry,
                 Err(e) => {
                     // Some kernels refuse fentry (no BPF trampolines, or locked down). Raw
@@ -204,15 +181,15 @@ impl Probes {
                     Hook::Raw
                 }
             },
-            Hook::Fentry => {
+            HookChoice::Fentry => {
                 attach_fentry_all(&mut ebpf, &kbtf, &mut skipped_calls)?;
                 Hook::Fentry
             }
-            Hook::Raw => {
+            HookChoice::Raw => {
                 attach_raw(&mut ebpf, &kbtf)?;
                 Hook::Raw
             }
-            Hook::Tracepoint => {
+            HookChoice::Tracepoint => {
                 crate::preflight::ensure_tracefs()?;
                 for call in Call::ALL {
                     match attach_tracepoint_pair(&mut ebpf, call) {

@@ -153,8 +153,8 @@ mod tests {
             a,
             vec![
                 "::error file=tests/workloads/c/deadlock.c,line=54,title=stallprobe%3A thread main stalled::blocked joining thread 101 (locker-a), which has not exited".to_string(),
-                "::error file=tests/workloads/c/deadlock.c,line=26,title=stallprobe%3A thread locker-a stalled::blocked in futex on FUTEX_WAIT_PRIVATE 0x55550000101 since before SIGTERM (4.0s) and never woke up at take_second_lock (deadlock.c:26)".to_string(),
-                "::error file=tests/workloads/c/deadlock.c,line=26,title=stallprobe%3A thread locker-b stalled::blocked in futex on FUTEX_WAIT_PRIVATE 0x55550000102 since before SIGTERM (4.0s) and never woke up at take_second_lock (deadlock.c:26)".to_string(),
+                "::error file=tests/workloads/c/deadlock.c,line=26,title=stallprobe%3A thread locker-a stalled::blocked in futex on FUTEX_WAIT_PRIVATE 0x55550000101 since before SIGTERM (4s) and never woke up at take_second_lock (deadlock.c:26)".to_string(),
+                "::error file=tests/workloads/c/deadlock.c,line=26,title=stallprobe%3A thread locker-b stalled::blocked in futex on FUTEX_WAIT_PRIVATE 0x55550000102 since before SIGTERM (4s) and never woke up at take_second_lock (deadlock.c:26)".to_string(),
             ]
         );
         // Outside the workspace: nothing to annotate.

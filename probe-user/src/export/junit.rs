@@ -51,7 +51,8 @@ fn is_xml_char(c: char) -> bool {
     matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
 }
 
-fn secs(ms: u64) -> String {
+/// A JUnit `time` attribute: seconds with ms precision (a machine format, not for people).
+fn xml_seconds(ms: u64) -> String {
     format!("{:.3}", ms as f64 / 1000.0)
 }
 
@@ -101,7 +102,7 @@ pub fn junit(r: &Report) -> String {
     } else {
         (flagged.len(), flagged.len())
     };
-    let time = secs(r.session.watched_ms);
+    let time = xml_seconds(r.session.watched_ms);
     let comm = escape_attr(&r.target.comm);
     let mut o = String::new();
     o.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -146,7 +147,7 @@ pub fn junit(r: &Report) -> String {
             .shutdown
             .as_ref()
             .and_then(|s| s.exited_after_ms)
-            .map(|ms| secs(ms.max(0) as u64))
+            .map(|ms| xml_seconds(ms.max(0) as u64))
             .unwrap_or_else(|| "0.000".into());
         let _ = write!(
             o,
@@ -181,7 +182,7 @@ pub fn junit(r: &Report) -> String {
             o,
             "    <testcase classname=\"{comm}\" name=\"{}\" time=\"{}\">",
             escape_attr(&name),
-            secs(t.blocked_ms.unwrap_or(0))
+            xml_seconds(t.blocked_ms.unwrap_or(0))
         );
         let _ = writeln!(
             o,

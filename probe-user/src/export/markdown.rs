@@ -6,10 +6,7 @@
 use std::fmt::Write as _;
 
 use super::frame_listing;
-use crate::{
-    render::fmt_dur_ms,
-    report::{Report, ThreadReport, Verdict},
-};
+use crate::report::{Report, ThreadReport, Verdict, format_ms};
 
 /// Frames shown per flagged thread.
 const TOP_FRAMES: usize = 12;
@@ -75,7 +72,7 @@ fn wait_cell(t: &ThreadReport) -> String {
 
 fn for_cell(t: &ThreadReport) -> String {
     match t.blocked_ms {
-        Some(ms) => fmt_dur_ms(ms as f64),
+        Some(ms) => format_ms(ms as f64),
         None => t.state.as_str().to_string(),
     }
 }
@@ -113,13 +110,13 @@ pub fn summary(r: &Report) -> String {
         Some(sd) => {
             let outcome = if sd.process_exited {
                 match sd.exited_after_ms {
-                    Some(ms) => format!("exited {} after it", fmt_dur_ms(ms.max(0) as f64)),
+                    Some(ms) => format!("exited {} after it", format_ms(ms.max(0) as f64)),
                     None => "exited".to_string(),
                 }
             } else {
                 format!(
                     "still alive when the {} grace period ran out",
-                    fmt_dur_ms(sd.grace_ms as f64)
+                    format_ms(sd.grace_ms as f64)
                 )
             };
             let _ = writeln!(
@@ -128,8 +125,8 @@ pub fn summary(r: &Report) -> String {
                 escape_inline(&sd.signal),
                 sd.sender_pid,
                 escape_inline(&sd.sender_comm),
-                fmt_dur_ms(sd.at_ms.max(0) as f64),
-                fmt_dur_ms(sd.grace_ms as f64),
+                format_ms(sd.at_ms.max(0) as f64),
+                format_ms(sd.grace_ms as f64),
                 outcome,
                 if sd.ignored {
                     " (the signal was ignored or blocked)"
@@ -145,8 +142,8 @@ pub fn summary(r: &Report) -> String {
     let _ = writeln!(
         o,
         "**Watched:** {}, threshold {}, {} threads\n",
-        fmt_dur_ms(r.session.watched_ms as f64),
-        fmt_dur_ms(r.session.threshold_ms),
+        format_ms(r.session.watched_ms as f64),
+        format_ms(r.session.threshold_ms),
         r.threads.len()
     );
     for line in &r.summary {
@@ -245,13 +242,13 @@ mod tests {
         );
         assert!(md.contains("**Verdict:** ❌ **stalled**"));
         assert!(md.contains(
-            "**Shutdown:** SIGTERM from pid 99 (stallprobe) at +2.00s, grace 2.00s: still alive when the 2.00s grace period ran out"
+            "**Shutdown:** SIGTERM from pid 99 (stallprobe) at +2s, grace 2s: still alive when the 2s grace period ran out"
         ));
         assert!(md.contains(
             "| tid | name | call | waits on | for | reason |\n|---:|---|---|---|---:|---|\n"
         ));
         assert!(md.contains(
-            "| 101 | locker-a | futex | FUTEX\\_WAIT\\_PRIVATE 0x555500001120 | 4.00s | blocked in futex on FUTEX\\_WAIT\\_PRIVATE"
+            "| 101 | locker-a | futex | FUTEX\\_WAIT\\_PRIVATE 0x555500001120 | 4s | blocked in futex on FUTEX\\_WAIT\\_PRIVATE"
         ), "{md}");
         let rows = md.lines().filter(|l| l.starts_with("| 10")).count();
         assert_eq!(rows, 3, "{md}");
@@ -267,7 +264,7 @@ mod tests {
 
     #[test]
     fn deadlock_cycles_once() {
-        use crate::locks::{CycleObject, CycleThread, Deadlock};
+        use crate::report::{CycleObject, CycleThread, Deadlock};
         let mut r = testutil::report();
         let t = |tid, name: &str| CycleThread {
             tid,
@@ -298,7 +295,7 @@ mod tests {
     fn clean_summary_and_cell_escaping() {
         let md = summary(&testutil::clean_report());
         assert!(md.contains("✅ **clean**"));
-        assert!(md.contains("exited 12.0ms after it"));
+        assert!(md.contains("exited 12ms after it"));
         assert!(md.contains("No thread flagged."));
         assert!(!md.contains("<details>"));
 

@@ -114,13 +114,7 @@ pub(crate) mod testutil {
     //! A synthetic report shaped like the `deadlock` workload's (three flagged threads blocked
     //! in futex, one exited, one running), for the exporters' unit tests.
 
-    use crate::{
-        bpf::{Counters, Hook},
-        hist::CallSummary,
-        procfs::KernelFrame,
-        report::*,
-        runtime::Runtime,
-    };
+    use crate::report::*;
 
     pub fn frame(func: &str, file: &str, line: u32, module: &str) -> Frame {
         Frame {
@@ -195,7 +189,7 @@ pub(crate) mod testutil {
         t.kernel_stack = kernel();
         t.flagged = true;
         t.reason = Some(format!(
-            "blocked in futex on FUTEX_WAIT_PRIVATE 0x55550000{tid} since before SIGTERM (4.0s) and never woke up at take_second_lock (deadlock.c:26)"
+            "blocked in futex on FUTEX_WAIT_PRIVATE 0x55550000{tid} since before SIGTERM (4s) and never woke up at take_second_lock (deadlock.c:26)"
         ));
         t.blocks.insert(
             "futex".into(),
@@ -264,8 +258,7 @@ pub(crate) mod testutil {
                 ignored: false,
             }),
             summary: vec![
-                "stalled: still alive 2.0s after SIGTERM (from pid 99 stallprobe), grace 2.0s"
-                    .into(),
+                "stalled: still alive 2s after SIGTERM (from pid 99 stallprobe), grace 2s".into(),
             ],
             threads: vec![
                 main,

@@ -317,11 +317,7 @@ impl Builder {
         if let Some(call) = &t.syscall {
             label.push(self.label_str("call", call));
         }
-        let role = match t.role {
-            crate::runtime::Role::App => "app",
-            crate::runtime::Role::Runtime => "runtime",
-        };
-        label.push(self.label_str("role", role));
+        label.push(self.label_str("role", t.role.as_str()));
         label.push(self.label_str("state", t.state.as_str()));
         label.push(self.label_str("flagged", if t.flagged { "true" } else { "false" }));
         Sample {

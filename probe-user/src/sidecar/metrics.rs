@@ -13,7 +13,7 @@ use tokio::{
     net::TcpListener,
 };
 
-use crate::bpf::Counters;
+use crate::report::Counters;
 
 /// What the session knows right now, in numbers.
 #[derive(Clone, Debug)]

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use probe_ebpf::UserRegs;
 
 use crate::{
-    procfs::{self, KernelFrame},
-    report::Frame,
+    procfs,
+    report::{Frame, KernelFrame},
 };
 use symbolize::Symbolizer;
 use unwind::{ProcessUnwinder, RawFrame};

@@ -17,7 +17,7 @@ use blazesym::{
 };
 
 use super::unwind::RawFrame;
-use crate::{procfs::KernelFrame, report::Frame};
+use crate::report::{Frame, KernelFrame};
 
 pub struct Symbolizer {
     blaze: Blaze,

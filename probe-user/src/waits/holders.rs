@@ -13,19 +13,8 @@ use std::{
     os::unix::fs::MetadataExt,
 };
 
-use super::parse::{End, fdinfo_flags};
-
-/// A process holding an fd on the object.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Holder {
-    pub pid: u32,
-    /// The process's name (`/proc/PID/comm`), `?` when it just exited.
-    pub comm: String,
-    pub fd: u64,
-    /// For pipes and FIFOs: which end this fd is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub end: Option<End>,
-}
+use super::parse::fdinfo_flags;
+use crate::report::{End, Holder};
 
 /// What to look for: `pipe:[N]` / `socket:[N]` link texts, and FIFOs by path (as the target
 /// sees it) with their device and inode.

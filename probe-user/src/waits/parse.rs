@@ -31,39 +31,6 @@ pub fn fdinfo_ino(fdinfo: &str) -> Option<u64> {
     fdinfo_field(fdinfo, "ino")?.parse().ok()
 }
 
-/// Which end of a pipe (or which way a file is open) from the `flags:` access mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum End {
-    Read,
-    Write,
-    /// Open O_RDWR (a FIFO can be): reads and writes.
-    Both,
-}
-
-impl End {
-    pub fn from_flags(flags: u32) -> End {
-        match flags & 0o3 {
-            0 => End::Read,
-            1 => End::Write,
-            _ => End::Both,
-        }
-    }
-    pub fn reads(self) -> bool {
-        self != End::Write
-    }
-    pub fn writes(self) -> bool {
-        self != End::Read
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            End::Read => "read",
-            End::Write => "write",
-            End::Both => "read/write",
-        }
-    }
-}
-
 /// `eventfd-count:` — printed in hex by the kernel (`%16llx`).
 pub fn parse_eventfd_count(fdinfo: &str) -> Option<u64> {
     u64::from_str_radix(fdinfo_field(fdinfo, "eventfd-count")?, 16).ok()
@@ -407,46 +374,10 @@ pub fn link_inode(link: &str, kind: &str) -> Option<u64> {
         .ok()
 }
 
-// ---- formatting ----------------------------------------------------------------------------------
-
-/// `20ms`, `1.5ms`, `2s`, `1.25s`, `3m20s`.
-pub fn format_ms(ms: f64) -> String {
-    if !ms.is_finite() || ms < 0.0 {
-        return "?".into();
-    }
-    if ms < 1000.0 {
-        return format!("{}ms", trim_float(ms));
-    }
-    let s = ms / 1000.0;
-    if s < 60.0 {
-        return format!("{}s", trim_float(s));
-    }
-    let m = (s / 60.0).floor();
-    format!("{}m{}s", m as u64, trim_float(s - m * 60.0))
-}
-
-/// At most 2 decimals, no trailing zeros.
-fn trim_float(v: f64) -> String {
-    let s = format!("{v:.2}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    s.to_string()
-}
-
-/// `0 B`, `512 B`, `64 KiB`, `1.5 MiB`.
-pub fn format_bytes(n: u64) -> String {
-    const K: u64 = 1024;
-    if n < K || (n < 64 * K && !n.is_multiple_of(K)) {
-        format!("{n} B")
-    } else if n < K * K {
-        format!("{} KiB", trim_float(n as f64 / K as f64))
-    } else {
-        format!("{} MiB", trim_float(n as f64 / (K * K) as f64))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::End;
     use proptest::prelude::*;
 
     const EPOLL_FDINFO: &str = "pos:\t0\nflags:\t02000002\nmnt_id:\t17\nino:\t1039\n\
@@ -639,15 +570,6 @@ mod tests {
         assert_eq!(link_inode("pipe:[45]", "pipe"), Some(45));
         assert_eq!(link_inode("pipe:[45]", "socket"), None);
         assert_eq!(link_inode("socket:[x]", "socket"), None);
-        assert_eq!(format_ms(20.0), "20ms");
-        assert_eq!(format_ms(1.5), "1.5ms");
-        assert_eq!(format_ms(2000.0), "2s");
-        assert_eq!(format_ms(1250.0), "1.25s");
-        assert_eq!(format_ms(200_000.0), "3m20s");
-        assert_eq!(format_bytes(0), "0 B");
-        assert_eq!(format_bytes(1500), "1500 B");
-        assert_eq!(format_bytes(65536), "64 KiB");
-        assert_eq!(format_bytes(3 << 20), "3 MiB");
         assert_eq!(family_name(libc::AF_NETLINK), "netlink");
     }
 

@@ -1,0 +1,1 @@
+//! Golden report-v1 test (filled in below).

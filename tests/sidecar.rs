@@ -345,3 +345,61 @@ fn systemd_unit_file_verifies() {
     assert!(complaints.is_empty(), "{complaints:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Each episode's report says what that episode needs, once: notes do not pile up over
+/// episodes (they grew by one copy per episode before).
+#[test]
+fn notes_do_not_grow_from_episode_to_episode() {
+    require_root();
+    let bin = build_c("deadlock");
+    let cg = Cgroup::for_unit(&format!("stallprobe-notes-{}.service", std::process::id()));
+    let first = cg.start(&bin, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    // No journal: the reports go to stdout. --max-stacks 1 makes every report carry a note.
+    let sp = Command::new(stallprobe_bin())
+        .args(["watch", "--cgroup"])
+        .arg(&cg.0)
+        .args([
+            "--grace",
+            "1s",
+            "--max-stacks",
+            "1",
+            "--format",
+            "json",
+            "--quiet",
+        ])
+        .env("STALLPROBE_JOURNAL_SOCKET", "/nonexistent/journal.sock")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    term(&first);
+    std::thread::sleep(Duration::from_secs(4));
+    reap(first);
+    let second = cg.start(&bin, &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    term(&second);
+    std::thread::sleep(Duration::from_secs(4));
+    term(&sp);
+    let out = sp.wait_with_output().unwrap();
+    reap(second);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let reports: Vec<Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("reports on stdout: {e}\n{stdout}"));
+    assert_eq!(reports.len(), 2, "one report per episode:\n{stdout}");
+    let notes: Vec<&Vec<Value>> = reports
+        .iter()
+        .map(|r| r["notes"].as_array().unwrap())
+        .collect();
+    assert!(
+        notes[0]
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("--max-stacks")),
+        "{:?}",
+        notes[0]
+    );
+    assert_eq!(notes[0], notes[1], "the second episode's notes");
+}

@@ -138,7 +138,6 @@ pub enum Event {
     Signal(SignalInfo),
     ThreadExit(ThreadExit),
     Fork {
-        parent_tid: u32,
         parent_tgid: u32,
         ts_ns: u64,
         child_pid: u32,
@@ -147,7 +146,6 @@ pub enum Event {
     Exec {
         tgid: u32,
         ts_ns: u64,
-        old_tid: u32,
     },
 }
 
@@ -213,7 +211,6 @@ pub fn decode_event(bytes: &[u8]) -> Option<Event> {
         event_kind::FORK => {
             let e: ForkEvent = read_pod(bytes)?;
             Some(Event::Fork {
-                parent_tid: e.hdr.tid,
                 parent_tgid: e.hdr.tgid,
                 ts_ns: e.hdr.ts_ns,
                 child_pid: e.child_pid,
@@ -225,7 +222,6 @@ pub fn decode_event(bytes: &[u8]) -> Option<Event> {
             Some(Event::Exec {
                 tgid: e.hdr.tgid,
                 ts_ns: e.hdr.ts_ns,
-                old_tid: e.old_tid,
             })
         }
         _ => None,

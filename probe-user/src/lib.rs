@@ -1,35 +1,40 @@
 //! stallprobe's user side as a library: load the kernel probes, watch processes, aggregate what
 //! they report into live events and a report with a shutdown verdict.
 //!
-//! Layers, bottom up:
-//! - [`bpf`]: loading/attaching the kernel programs; the target set, ring buffer, counters,
-//!   task snapshots. [`events`] decodes what they send.
-//! - [`procfs`], [`stack`], [`runtime`], [`syscalls`], [`signals`]: facts about the target
-//!   from /proc, its stacks (DWARF unwinding + symbolization), its language runtime.
-//! - [`session`]: the aggregation engine ([`session::Session`]), [`verdict`]: the shutdown
-//!   judgement, [`report`]: the result as data, [`render`]: as text or JSON, [`export`]: as
-//!   JUnit XML, Markdown, GitHub annotations, folded stacks, a flame graph and pprof.
-//! - [`cli`], [`driver`], [`run`]: the `stallprobe` command.
+//! Data flows one way (docs/design.md has the picture):
+//!
+//! ```text
+//! bpf (kernel records) → events (decoded) → tracker (threads, processes) → verdict, locks
+//!   (judgement) → assemble → report (the data) → export (text, JSON, JUnit, pprof …)
+//! ```
+//!
+//! - [`bpf`] loads and attaches the kernel programs; [`events`] decodes what they send.
+//! - [`tracker`] keeps per-thread and per-process state; it reads /proc, target memory and
+//!   stacks through its `Host` trait ([`procfs`], [`stack`], [`waits`], [`runtime`] are the
+//!   real sources), so it is unit-tested with fakes.
+//! - [`verdict`] and [`locks`] judge: roles, flags, reasons, lock owners, deadlock cycles.
+//! - [`assemble`] builds the [`report`]; [`session`] is the I/O shell that drives all of it.
+//! - [`export`] writes the report and the live lines; [`modes`] are `--pid`, `run` and
+//!   `watch` on one event loop; [`cli`] parses the command line.
 
-pub mod bpf;
+pub(crate) mod assemble;
+pub(crate) mod bpf;
 pub mod cli;
-pub mod clock;
-pub mod driver;
-pub mod error;
-pub mod events;
-pub mod export;
-pub mod hist;
-pub mod locks;
-pub mod preflight;
-pub mod procfs;
-pub mod render;
+pub(crate) mod clock;
+pub(crate) mod error;
+pub(crate) mod events;
+pub(crate) mod export;
+pub(crate) mod hist;
+pub(crate) mod locks;
+pub(crate) mod modes;
+pub(crate) mod preflight;
+pub(crate) mod procfs;
 pub mod report;
-pub mod run;
-pub mod runtime;
-pub mod session;
-pub mod sidecar;
-pub mod signals;
-pub mod stack;
-pub mod syscalls;
-pub mod verdict;
+pub(crate) mod runtime;
+pub(crate) mod session;
+pub(crate) mod signals;
+pub(crate) mod stack;
+pub(crate) mod syscalls;
+pub(crate) mod tracker;
+pub(crate) mod verdict;
 pub mod waits;

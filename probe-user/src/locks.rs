@@ -11,7 +11,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::report::{CycleObject, CycleThread, Deadlock, ThreadReport, ThreadState, Wait, Waker};
+use crate::{
+    report::{CycleObject, CycleThread, Deadlock, ThreadState, Wait, Waker},
+    tracker::ThreadFacts,
+};
 
 /// `FUTEX_TID_MASK`: the owner tid bits of a PI futex word.
 const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
@@ -70,72 +73,98 @@ pub fn futex_object(op: &str, stack: &[crate::report::Frame]) -> &'static str {
     }
 }
 
-/// Fill in `object`, `owner`, `owner_name` and `last_woken_by` of every futex wait.
+/// What a futex wait is about: the kind of object, the thread holding it, the thread that
+/// last woke its waiters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FutexFinding {
+    /// pthread_mutex, pi_mutex, thread_join, pthread_cond, rust_mutex ...
+    pub object: &'static str,
+    /// (tid, name) of the holder (lock owner, or the thread being joined).
+    pub owner: Option<(u32, String)>,
+    pub last_woken_by: Option<Waker>,
+}
+
+/// For each thread (same order), what its futex wait is about; `None` for other threads.
 ///
-/// `read_u32(pid, addr)` reads the target's memory; `wakers` are (pid, tid, futex address last
-/// woken, when in CLOCK_MONOTONIC ns) for every thread seen.
-pub fn annotate(
-    threads: &mut [ThreadReport],
+/// `read_u32(pid, addr)` reads the target's memory; wakers come from each thread's
+/// [`ThreadFacts::last_wake`].
+pub fn futex_findings(
+    threads: &[ThreadFacts],
     read_u32: impl Fn(u32, u64) -> Option<u32>,
-    wakers: &[(u32, u32, u64, u64)],
     now_ns: u64,
-) {
-    let live: BTreeMap<(u32, u32), String> = threads
+) -> Vec<Option<FutexFinding>> {
+    let live: BTreeMap<(u32, u32), &str> = threads
         .iter()
         .filter(|t| t.state != ThreadState::Exited)
-        .map(|t| ((t.pid, t.tid), t.name.clone()))
+        .map(|t| ((t.pid, t.tid), t.name.as_str()))
         .collect();
-    let names: BTreeMap<(u32, u32), String> = threads
+    threads
         .iter()
-        .map(|t| ((t.pid, t.tid), t.name.clone()))
-        .collect();
-    for t in threads.iter_mut() {
-        let pid = t.pid;
-        let stack = t.stack.clone();
-        let Some(Wait::Futex {
+        .map(|t| {
+            let Some(Wait::Futex {
+                addr, op, value, ..
+            }) = &t.wait
+            else {
+                return None;
+            };
+            let kind = futex_object(op, &t.stack);
+            let candidate = match kind {
+                "pi_mutex" => value.map(|v| v & FUTEX_TID_MASK),
+                "thread_join" => *value,
+                // Locked (word != 0): the owner is in `__owner`.
+                "pthread_mutex" if value.is_some_and(|v| v != 0) => read_u32(t.pid, *addr + 8),
+                _ => None,
+            };
+            let owner = candidate
+                .filter(|&o| o != 0 && o != t.tid)
+                .and_then(|o| live.get(&(t.pid, o)).map(|n| (o, n.to_string())));
+            let last_woken_by = threads
+                .iter()
+                .filter(|w| w.pid == t.pid && w.tid != t.tid)
+                .filter_map(|w| w.last_wake.filter(|lw| lw.addr == *addr).map(|lw| (w, lw)))
+                .max_by_key(|(_, lw)| lw.at_ns)
+                .map(|(w, lw)| Waker {
+                    tid: w.tid,
+                    name: w.name.clone(),
+                    ago_ms: now_ns.saturating_sub(lw.at_ns) / 1_000_000,
+                });
+            Some(FutexFinding {
+                object: kind,
+                owner,
+                last_woken_by,
+            })
+        })
+        .collect()
+}
+
+/// A futex wait with its finding filled in.
+pub fn complete(wait: Wait, finding: Option<&FutexFinding>) -> Wait {
+    match (wait, finding) {
+        (
+            Wait::Futex {
+                addr,
+                op,
+                timeout_ms,
+                value,
+                ..
+            },
+            Some(f),
+        ) => Wait::Futex {
             addr,
             op,
+            timeout_ms,
             value,
-            object,
-            owner,
-            owner_name,
-            last_woken_by,
-            ..
-        }) = t.wait.as_mut()
-        else {
-            continue;
-        };
-        let kind = futex_object(op, &stack);
-        *object = Some(kind.to_string());
-        let candidate = match kind {
-            "pi_mutex" => value.map(|v| v & FUTEX_TID_MASK),
-            "thread_join" => *value,
-            // Locked (word != 0): the owner is in `__owner`.
-            "pthread_mutex" if value.is_some_and(|v| v != 0) => read_u32(pid, *addr + 8),
-            _ => None,
-        };
-        if let Some(o) = candidate.filter(|&o| o != 0 && o != t.tid)
-            && let Some(n) = live.get(&(pid, o))
-        {
-            *owner = Some(o);
-            *owner_name = Some(n.clone());
-        }
-        let waker = wakers
-            .iter()
-            .filter(|(wp, wt, a, _)| *wp == pid && *a == *addr && *wt != t.tid)
-            .max_by_key(|(_, _, _, ns)| *ns);
-        if let Some((wp, wt, _, ns)) = waker {
-            *last_woken_by = Some(Waker {
-                tid: *wt,
-                name: names.get(&(*wp, *wt)).cloned().unwrap_or_default(),
-                ago_ms: now_ns.saturating_sub(*ns) / 1_000_000,
-            });
-        }
+            object: Some(f.object.to_string()),
+            owner: f.owner.as_ref().map(|o| o.0),
+            owner_name: f.owner.as_ref().map(|o| o.1.clone()),
+            last_woken_by: f.last_woken_by.clone(),
+        },
+        (w, _) => w,
     }
 }
 
 /// Every cycle of the wait-for graph (each thread waits for at most one holder).
-pub fn find_cycles(threads: &[ThreadReport]) -> Vec<Deadlock> {
+pub fn find_cycles(threads: &[ThreadFacts]) -> Vec<Deadlock> {
     let mut edge: BTreeMap<(u32, u32), (u32, String, u64)> = BTreeMap::new(); // waiter -> holder
     let mut name: BTreeMap<(u32, u32), String> = BTreeMap::new();
     for t in threads.iter().filter(|t| t.state != ThreadState::Exited) {
@@ -205,7 +234,25 @@ pub fn find_cycles(threads: &[ThreadReport]) -> Vec<Deadlock> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Frame;
+    use crate::{report::Frame, tracker::facts::LastWake};
+
+    /// What the assembler does: fill the findings into the waits.
+    fn annotate(
+        ts: &mut [ThreadFacts],
+        mem: impl Fn(u32, u64) -> Option<u32>,
+        wakes: &[(u32, u64, u64)],
+        now: u64,
+    ) {
+        for &(tid, addr, at_ns) in wakes {
+            if let Some(t) = ts.iter_mut().find(|t| t.tid == tid) {
+                t.last_wake = Some(LastWake { addr, at_ns });
+            }
+        }
+        let found = futex_findings(ts, mem, now);
+        for (t, f) in ts.iter_mut().zip(found) {
+            t.wait = t.wait.take().map(|w| complete(w, f.as_ref()));
+        }
+    }
 
     fn waiting(
         tid: u32,
@@ -214,8 +261,8 @@ mod tests {
         op: &str,
         value: u32,
         funcs: &[&str],
-    ) -> ThreadReport {
-        ThreadReport {
+    ) -> ThreadFacts {
+        ThreadFacts {
             syscall: Some("futex".into()),
             blocked_ms: Some(1000),
             wait: Some(Wait::futex(addr, op.into(), None, Some(value))),
@@ -226,11 +273,11 @@ mod tests {
                     ..Frame::unknown(0)
                 })
                 .collect(),
-            ..ThreadReport::new(1, tid, name.into(), ThreadState::Blocked)
+            ..ThreadFacts::new(1, tid, name.into(), ThreadState::Blocked)
         }
     }
 
-    fn owner(t: &ThreadReport) -> Option<u32> {
+    fn owner(t: &ThreadFacts) -> Option<u32> {
         match &t.wait {
             Some(Wait::Futex { owner, .. }) => *owner,
             _ => None,
@@ -314,12 +361,7 @@ mod tests {
             ),
             waiting(3, "c", 0x300, "FUTEX_WAIT_PRIVATE", 0, &["something"]),
         ];
-        annotate(
-            &mut ts,
-            |_, _| None,
-            &[(1, 3, 0x300, 5_000_000)],
-            10_000_000,
-        );
+        annotate(&mut ts, |_, _| None, &[(3, 0x300, 5_000_000)], 10_000_000);
         assert_eq!(owner(&ts[0]), Some(2));
         assert_eq!(owner(&ts[1]), Some(3));
         match &ts[1].wait {
@@ -348,11 +390,12 @@ mod tests {
                 &["pthread_cond_wait"],
             ),
             waiting(2, "b", 0x500, "FUTEX_WAIT_PRIVATE", 0, &[]),
+            waiting(9, "c", 0x900, "FUTEX_WAIT_PRIVATE", 0, &[]),
         ];
         annotate(
             &mut ts,
             |_, _| None,
-            &[(1, 2, 0x100, 4_000_000), (1, 9, 0x100, 1_000_000)],
+            &[(2, 0x100, 4_000_000), (9, 0x100, 1_000_000)],
             10_000_000,
         );
         match &ts[0].wait {

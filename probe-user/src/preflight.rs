@@ -77,7 +77,7 @@ pub fn check_pid_namespace() -> Result<(), StallError> {
 
 pub fn check_kernel() -> Result<(), StallError> {
     check_pid_namespace()?;
-    let btf = crate::bpf::btf::vmlinux_btf_path();
+    let btf = vmlinux_btf_path();
     if !btf.exists() {
         return Err(StallError::KernelFeature {
             what: "BTF type information".into(),
@@ -185,6 +185,17 @@ pub fn ensure_tracefs() -> Result<(), StallError> {
             detail: "mounted, but it has no events directory".into(),
         })
     }
+}
+
+/// Where the kernel exposes its own BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// The kernel BTF file: `$STALLPROBE_BTF` when set (a BTFHub file for a kernel that does not
+/// expose its own), else /sys/kernel/btf/vmlinux.
+pub fn vmlinux_btf_path() -> std::path::PathBuf {
+    std::env::var_os("STALLPROBE_BTF")
+        .map(Into::into)
+        .unwrap_or_else(|| VMLINUX_BTF.into())
 }
 
 #[cfg(test)]

@@ -228,10 +228,6 @@ pub fn read_kernel_stack(pid: u32, tid: u32) -> Vec<KernelFrame> {
         .unwrap_or_default()
 }
 
-pub fn read_wchan(pid: u32, tid: u32) -> Option<String> {
-    read(task_path(pid, tid).join("wchan")).filter(|w| !w.is_empty() && w != "0")
-}
-
 pub fn read_comm(pid: u32, tid: u32) -> Option<String> {
     read(task_path(pid, tid).join("comm")).map(|s| s.trim_end_matches('\n').to_string())
 }
@@ -262,17 +258,6 @@ pub fn read_cmdline(pid: u32) -> Option<Vec<String>> {
 }
 
 /// Thread ids of a process, sorted.
-pub fn list_tids(pid: u32) -> Vec<u32> {
-    let mut v: Vec<u32> = fs::read_dir(proc_path(pid).join("task"))
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort_unstable();
-    v
-}
-
 /// /proc/PID/task/TID/schedstat: ns on a CPU, ns waiting on a run queue (and time slices).
 pub fn parse_schedstat(s: &str) -> Option<(u64, u64)> {
     let mut it = s.split_whitespace();

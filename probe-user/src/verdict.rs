@@ -9,14 +9,26 @@ use std::collections::BTreeMap;
 use crate::{
     events::SignalInfo,
     report::{
-        Role, Runtime, ShutdownReport, ThreadReport, ThreadState, Verdict, Wait, format_ms,
+        Deadlock, Role, Runtime, ShutdownReport, ThreadState, Verdict, Wait, format_ms,
         format_ms_u64,
     },
-    runtime,
-    session::EndReason,
-    signals,
+    runtime, signals,
     stack::top_app_frame,
+    tracker::ThreadFacts,
 };
+
+/// How the watch ended (decides what the verdict can say).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// `--duration` elapsed.
+    Duration,
+    /// Ctrl-C or SIGTERM to stallprobe.
+    Interrupted,
+    /// Every target process exited.
+    TargetExited,
+    /// The grace period after a shutdown signal expired.
+    GraceExpired,
+}
 
 /// Exit code when at least one thread is flagged / the process stalled.
 pub const EXIT_STALLED: i32 = 1;
@@ -29,18 +41,28 @@ pub struct Context<'a> {
     pub attach_ns: u64,
     pub now_ns: u64,
     pub end: EndReason,
-    /// Per tid: share of the time since the signal it was runnable (on or waiting for a CPU).
-    pub cpu_share_after_signal: &'a BTreeMap<u32, f64>,
     /// Per pid: the detected runtime.
     pub runtimes: &'a BTreeMap<u32, Runtime>,
     /// The processes the shutdown signal reached: only their threads are judged.
     pub judged_pids: &'a [u32],
 }
 
+/// The verdict, and per thread (in the order given) its role and whether it is flagged.
 pub struct Judged {
     pub verdict: Verdict,
     pub shutdown: Option<ShutdownReport>,
     pub summary: Vec<String>,
+    pub threads: Vec<ThreadJudgement>,
+}
+
+/// What the verdict says about one thread.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThreadJudgement {
+    pub role: Role,
+    /// This thread kept the process from exiting.
+    pub flagged: bool,
+    /// Why it was flagged (or why not, for a runtime's own threads), in one line.
+    pub reason: Option<String>,
 }
 
 pub fn exit_code(v: Verdict) -> i32 {
@@ -53,12 +75,8 @@ pub fn exit_code(v: Verdict) -> i32 {
 /// A thread counts as spinning when it used at least this share of a CPU after the signal.
 const SPIN_SHARE: f64 = 0.5;
 
-/// Classify roles, flag threads and decide the verdict. Mutates `flagged`, `reason`, `role`.
-pub fn judge(
-    threads: &mut [ThreadReport],
-    ctx: &Context<'_>,
-    deadlocks: &[crate::report::Deadlock],
-) -> Judged {
+/// Classify roles, flag threads and decide the verdict.
+pub fn judge(threads: &[ThreadFacts], ctx: &Context<'_>, deadlocks: &[Deadlock]) -> Judged {
     let deadlock_lines: Vec<String> = deadlocks
         .iter()
         .map(|d| format!("deadlock: {}", d.describe()))
@@ -69,18 +87,23 @@ pub fn judge(
             .find(|d| d.threads.iter().any(|t| t.tid == tid))
     };
     // Roles first: they matter with or without a shutdown signal.
-    for t in threads.iter_mut() {
-        let rt = ctx.runtimes.get(&t.pid).copied().unwrap_or_default();
-        if t.state != ThreadState::Exited
-            && let Some(rule) = runtime::classify(rt, &t.name, t.syscall.as_deref(), &t.stack)
-        {
-            t.role = Role::Runtime;
-            t.reason = Some(format!(
-                "{} (expected; not an application stall)",
-                rule.what
-            ));
-        }
-    }
+    let mut judged: Vec<ThreadJudgement> = threads
+        .iter()
+        .map(|t| {
+            let rt = ctx.runtimes.get(&t.pid).copied().unwrap_or_default();
+            match runtime::classify(rt, &t.name, t.syscall.as_deref(), &t.stack) {
+                Some(rule) if t.state != ThreadState::Exited => ThreadJudgement {
+                    role: Role::Runtime,
+                    flagged: false,
+                    reason: Some(format!(
+                        "{} (expected; not an application stall)",
+                        rule.what
+                    )),
+                },
+                _ => ThreadJudgement::default(),
+            }
+        })
+        .collect();
 
     let Some(sig) = ctx.shutdown else {
         let mut summary =
@@ -90,6 +113,7 @@ pub fn judge(
             verdict: Verdict::Observed,
             shutdown: None,
             summary,
+            threads: judged,
         };
     };
     let sig_name = signals::name(sig.sig);
@@ -118,6 +142,7 @@ pub fn judge(
                 fmt_ms(ms),
                 format_ms_u64(ctx.grace_ms)
             )],
+            threads: judged,
         };
     }
     if ctx.process_exit_ns.is_none() && ctx.end != EndReason::GraceExpired {
@@ -129,6 +154,7 @@ pub fn judge(
                 "{sig_name} seen, but the watch ended before the grace period ({}) expired: no verdict",
                 format_ms_u64(ctx.grace_ms)
             )],
+            threads: judged,
         };
     }
 
@@ -156,27 +182,22 @@ pub fn judge(
     let names: BTreeMap<u32, String> = threads.iter().map(|t| (t.tid, t.name.clone())).collect();
     let mut flagged = 0;
     let mut runtime_idle = 0;
-    for t in threads.iter_mut() {
+    for (t, j) in threads.iter().zip(judged.iter_mut()) {
         if t.state == ThreadState::Exited || !ctx.judged_pids.contains(&t.pid) {
             continue;
         }
-        if t.role == Role::Runtime {
+        if j.role == Role::Runtime {
             runtime_idle += 1;
             continue;
         }
-        let share = ctx
-            .cpu_share_after_signal
-            .get(&t.tid)
-            .copied()
-            .unwrap_or(0.0);
-        let mut reason = reason_for(t, &sig_name, share, alive_for, &names);
+        let mut reason = reason_for(t, &sig_name, t.runnable_share, alive_for, &names);
         if let Some(d) = in_cycle(t.tid) {
             reason = format!("deadlocked ({} threads): {reason}", d.threads.len());
         }
-        t.flagged = true;
+        j.flagged = true;
         flagged += 1;
         summary.push(format!("tid {} ({}): {}", t.tid, t.name, reason));
-        t.reason = Some(reason);
+        j.reason = Some(reason);
     }
     summary.extend(deadlock_lines);
     if flagged == 0 && runtime_idle > 0 {
@@ -202,6 +223,7 @@ pub fn judge(
         verdict: Verdict::Stalled,
         shutdown: Some(shutdown),
         summary,
+        threads: judged,
     }
 }
 
@@ -211,7 +233,7 @@ fn fmt_ms(ms: i64) -> String {
 }
 
 /// Whether the thread waits inside pthread_join (or its timed variants).
-fn in_join(t: &ThreadReport) -> bool {
+fn in_join(t: &ThreadFacts) -> bool {
     t.stack.iter().any(|f| {
         f.function.as_deref().is_some_and(|n| {
             n.contains("pthread_join") || n.contains("clockjoin") || n.contains("timedjoin")
@@ -221,7 +243,7 @@ fn in_join(t: &ThreadReport) -> bool {
 
 /// The one-line reason for a thread that is alive past the grace period.
 fn reason_for(
-    t: &ThreadReport,
+    t: &ThreadFacts,
     sig: &str,
     cpu_share: f64,
     since_signal_ms: u64,
@@ -311,12 +333,16 @@ mod tests {
     use super::*;
     use crate::report::Frame;
 
-    fn judge_no_locks(ts: &mut [ThreadReport], c: &Context<'_>) -> Judged {
-        judge(ts, c, &[])
+    /// Judge with the runnable shares of `c` (per tid) and no deadlocks.
+    fn judge_no_locks(ts: &mut [ThreadFacts], c: &(Context<'_>, &BTreeMap<u32, f64>)) -> Judged {
+        for t in ts.iter_mut() {
+            t.runnable_share = c.1.get(&t.tid).copied().unwrap_or(0.0);
+        }
+        judge(ts, &c.0, &[])
     }
 
-    fn thread(tid: u32, state: ThreadState) -> ThreadReport {
-        ThreadReport::new(1, tid, format!("t{tid}"), state)
+    fn thread(tid: u32, state: ThreadState) -> ThreadFacts {
+        ThreadFacts::new(1, tid, format!("t{tid}"), state)
     }
 
     fn sig() -> SignalInfo {
@@ -340,18 +366,18 @@ mod tests {
         end: EndReason,
         shares: &'a BTreeMap<u32, f64>,
         rts: &'a BTreeMap<u32, Runtime>,
-    ) -> Context<'a> {
-        Context {
+    ) -> (Context<'a>, &'a BTreeMap<u32, f64>) {
+        let c = Context {
             shutdown: s,
             grace_ms: 2000,
             process_exit_ns: exit,
             attach_ns: 0,
             now_ns: 12_500_000_000,
             end,
-            cpu_share_after_signal: shares,
             runtimes: rts,
             judged_pids: &[1],
-        }
+        };
+        (c, shares)
     }
 
     #[test]
@@ -360,7 +386,7 @@ mod tests {
         let (a, b) = (BTreeMap::new(), BTreeMap::new());
         let j = judge_no_locks(&mut ts, &ctx(None, None, EndReason::Duration, &a, &b));
         assert_eq!(j.verdict, Verdict::Observed);
-        assert!(!ts[0].flagged);
+        assert!(!j.threads[0].flagged);
         assert_eq!(exit_code(j.verdict), 0);
     }
 
@@ -409,11 +435,11 @@ mod tests {
         );
         assert_eq!(j.verdict, Verdict::Stalled);
         assert_eq!(exit_code(j.verdict), 1);
-        assert!(ts[0].flagged);
-        let r = ts[0].reason.as_deref().unwrap();
+        assert!(j.threads[0].flagged);
+        let r = j.threads[0].reason.as_deref().unwrap();
         assert!(r.contains("never woke up"), "{r}");
         assert!(r.contains("lock_b (deadlock.c:23)"), "{r}");
-        assert!(!ts[1].flagged);
+        assert!(!j.threads[1].flagged);
     }
 
     #[test]
@@ -429,11 +455,11 @@ mod tests {
         let mut ts = vec![t];
         let s = sig();
         let (a, b) = (BTreeMap::new(), BTreeMap::new());
-        judge_no_locks(
+        let j = judge_no_locks(
             &mut ts,
             &ctx(Some(&s), None, EndReason::GraceExpired, &a, &b),
         );
-        let r = ts[0].reason.as_deref().unwrap();
+        let r = j.threads[0].reason.as_deref().unwrap();
         assert!(r.starts_with("woke 7 times"), "{r}");
     }
 
@@ -469,11 +495,11 @@ mod tests {
         let mut ts = vec![main, w];
         let s = sig();
         let (a, b) = (BTreeMap::new(), BTreeMap::new());
-        judge_no_locks(
+        let j = judge_no_locks(
             &mut ts,
             &ctx(Some(&s), None, EndReason::GraceExpired, &a, &b),
         );
-        let r = ts[0].reason.as_deref().unwrap();
+        let r = j.threads[0].reason.as_deref().unwrap();
         assert!(
             r.starts_with("saw SIGTERM, then blocked joining thread 5 (worker-2)"),
             "{r}"
@@ -488,12 +514,12 @@ mod tests {
         let mut ts = vec![thread(2, ThreadState::Blocked), bystander];
         let s = sig();
         let (a, b) = (BTreeMap::new(), BTreeMap::new());
-        judge_no_locks(
+        let j = judge_no_locks(
             &mut ts,
             &ctx(Some(&s), None, EndReason::GraceExpired, &a, &b),
         );
-        assert!(ts[0].flagged);
-        assert!(!ts[1].flagged, "not signalled, not judged");
+        assert!(j.threads[0].flagged);
+        assert!(!j.threads[1].flagged, "not signalled, not judged");
     }
 
     #[test]
@@ -502,11 +528,17 @@ mod tests {
         let s = sig();
         let a = BTreeMap::from([(2, 0.97)]);
         let b = BTreeMap::new();
-        judge_no_locks(
+        let j = judge_no_locks(
             &mut ts,
             &ctx(Some(&s), None, EndReason::GraceExpired, &a, &b),
         );
-        assert!(ts[0].reason.as_deref().unwrap().starts_with("spinning"));
+        assert!(
+            j.threads[0]
+                .reason
+                .as_deref()
+                .unwrap()
+                .starts_with("spinning")
+        );
     }
 
     #[test]
@@ -526,8 +558,8 @@ mod tests {
             &ctx(Some(&s), None, EndReason::GraceExpired, &a, &b),
         );
         assert_eq!(j.verdict, Verdict::Stalled);
-        assert!(!ts[0].flagged);
-        assert_eq!(ts[0].role, Role::Runtime);
+        assert!(!j.threads[0].flagged);
+        assert_eq!(j.threads[0].role, Role::Runtime);
         assert!(j.summary.iter().any(|l| l.contains("goroutine level")));
     }
 
@@ -541,6 +573,6 @@ mod tests {
             &ctx(Some(&s), None, EndReason::Interrupted, &a, &b),
         );
         assert_eq!(j.verdict, Verdict::Observed);
-        assert!(!ts[0].flagged);
+        assert!(!j.threads[0].flagged);
     }
 }

@@ -19,19 +19,9 @@ pub struct TaskOffsets {
     pub last_arrival: u32,
 }
 
-pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
-
-/// The kernel BTF file: `$STALLPROBE_BTF` when set (a BTFHub file for a kernel that does not
-/// expose its own), else /sys/kernel/btf/vmlinux.
-pub fn vmlinux_btf_path() -> std::path::PathBuf {
-    std::env::var_os("STALLPROBE_BTF")
-        .map(Into::into)
-        .unwrap_or_else(|| VMLINUX_BTF.into())
-}
-
 impl TaskOffsets {
     pub fn from_kernel() -> Result<TaskOffsets, StallError> {
-        let path = vmlinux_btf_path();
+        let path = crate::preflight::vmlinux_btf_path();
         let btf = Btf::from_file(&path).map_err(|e| StallError::KernelFeature {
             what: "kernel BTF".into(),
             detail: format!("cannot read {}: {e}", path.display()),
@@ -123,8 +113,8 @@ mod tests {
     /// Runs against this machine's kernel BTF when it has one (every supported kernel does).
     #[test]
     fn task_struct_offsets_are_plausible() {
-        if !std::path::Path::new(VMLINUX_BTF).exists() {
-            eprintln!("no {VMLINUX_BTF}: skipped");
+        if !std::path::Path::new(crate::preflight::VMLINUX_BTF).exists() {
+            eprintln!("no {}: skipped", crate::preflight::VMLINUX_BTF);
             return;
         }
         let o = TaskOffsets::from_kernel().unwrap();

@@ -131,12 +131,15 @@ impl Probes {
         let words = pid_max().div_ceil(64).max(1);
         let log_level: u8 = if opts.bpf_log { 0xff } else { 0 };
         let follow: u32 = opts.follow_children.into();
-        let kbtf = aya::Btf::parse_file(btf::vmlinux_btf_path(), aya::Endianness::default())
-            .map_err(|e| StallError::KernelFeature {
-                what: "BTF type information".into(),
-                detail: e.to_string(),
-                hint: "stallprobe needs CONFIG_DEBUG_INFO_BTF=y".into(),
-            })?;
+        let kbtf = aya::Btf::parse_file(
+            crate::preflight::vmlinux_btf_path(),
+            aya::Endianness::default(),
+        )
+        .map_err(|e| StallError::KernelFeature {
+            what: "BTF type information".into(),
+            detail: e.to_string(),
+            hint: "stallprobe needs CONFIG_DEBUG_INFO_BTF=y".into(),
+        })?;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&kbtf))
             .override_global(globals::THRESHOLD_NS, &opts.threshold_ns, true)
@@ -310,11 +313,6 @@ impl Probes {
             slow_calls: get(counter::SLOW_CALLS),
             signals: get(counter::SIGNALS),
         }
-    }
-
-    /// `bpf_ktime_get_ns()` of the first shutdown signal the kernel side saw (None: none yet).
-    pub fn shutdown_ts(&self) -> Option<u64> {
-        self.shutdown.get(&0, 0).ok().filter(|&t| t != 0)
     }
 
     /// Forget the shutdown signal (the next one starts a new episode).

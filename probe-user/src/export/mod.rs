@@ -1,7 +1,9 @@
-//! Exports of a [`Report`] for CI systems and profiling tools. Each exporter is a pure function
-//! of the report (the GitHub annotations also take the workspace root): no clock, no
-//! environment, no file system. `crate::cli` decides which ones run and where they go.
+//! The report's outputs. Each format is a pure function of the [`Report`] (the GitHub
+//! annotations also take the workspace root): no clock, no environment, no file system;
+//! [`outputs`] decides which ones run and where they go.
 //!
+//! - [`text`]: the report for people (`--format text`), and [`live`]: the lines printed while
+//!   a watch runs; [`outputs::json`]: `--format json`;
 //! - [`junit`]: JUnit XML, one failing test case per flagged thread (`--junit`);
 //! - [`markdown`]: a Markdown summary for a CI job page (`--summary`, `$GITHUB_STEP_SUMMARY`);
 //! - [`annotations`]: GitHub Actions `::error` workflow commands at the application line where
@@ -33,8 +35,14 @@ pub mod annotations;
 pub mod flamegraph;
 pub mod folded;
 pub mod junit;
+pub mod live;
 pub mod markdown;
+pub mod outputs;
 pub mod pprof;
+pub mod style;
+pub mod text;
+
+pub use outputs::OutputOptions;
 
 use crate::report::{Frame, Report, ThreadReport, ThreadState};
 
@@ -74,6 +82,7 @@ pub fn weighted_threads(r: &Report) -> impl Iterator<Item = (&ThreadReport, u64)
 }
 
 /// The sum of the weights: a profile's total, in ms.
+#[cfg(test)]
 pub fn total_weight_ms(r: &Report) -> u64 {
     weighted_threads(r).map(|(_, w)| w).sum()
 }

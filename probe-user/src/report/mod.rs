@@ -1,14 +1,12 @@
 //! The report: what a session saw, as data. Every type serialized in schema
 //! `stallprobe/report-v1` is defined here (fields may be added, never renamed or removed: the
-//! golden test in `golden.rs` checks it), with the one-line descriptions people read. The
+//! golden test in `assemble/golden.rs` checks it, against `golden-report-v1.json` here), with the one-line descriptions people read. The
 //! modules that find things out (`waits`, `locks`, `stack`, `bpf` ...) fill these types in;
 //! `crate::assemble` builds the report; `crate::export` writes it out.
 
 mod deadlock;
 mod fd;
 mod format;
-#[cfg(test)]
-mod golden;
 mod thread;
 mod wait;
 

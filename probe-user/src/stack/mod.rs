@@ -93,7 +93,7 @@ impl StackCollector {
     }
 
     /// Unwind from registers and a copy of the stack taken in the kernel (slow calls).
-    pub fn from_copy(&mut self, pid: u32, regs: UserRegs, stack: &[u8]) -> Vec<Frame> {
+    pub fn unwind_copy(&mut self, pid: u32, regs: UserRegs, stack: &[u8]) -> Vec<Frame> {
         let raw = self.unwinder(pid).unwind(regs, stack);
         self.symbolize(pid, regs, &raw)
     }

@@ -100,10 +100,6 @@ impl ProcessUnwinder {
         u
     }
 
-    pub fn maps(&self) -> &[Mapping] {
-        &self.maps
-    }
-
     /// Re-read /proc/PID/maps and add modules for new executable mappings (dlopen, JIT, exec).
     pub fn refresh(&mut self) {
         let Some(maps) = procfs::read_maps(self.pid) else {

@@ -1,29 +1,108 @@
-//! `stallprobe run -- CMD`: start CMD with the probes attached before it execs, forward
-//! Ctrl-C/SIGTERM to it, optionally stop it after a while, judge its shutdown, clean up.
+//! The command `stallprobe run` starts: forked paused (so that it is in the target set before
+//! it execs), released, signalled as a process group, reaped.
 
 use std::{
     ffi::CString,
-    os::fd::{AsRawFd, OwnedFd},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::{Path, PathBuf},
 };
 
 use nix::{
     fcntl::OFlag,
-    sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask},
+    sys::{
+        signal::{SigHandler, SigSet, SigmaskHow, Signal, kill, signal, sigprocmask},
+        wait::{WaitPidFlag, WaitStatus, waitpid},
+    },
     unistd::{ForkResult, Pid, close, execv, fork, pipe2, read, setpgid, write},
 };
+use tokio::io::unix::AsyncFd;
 
-use crate::{
-    cli::RunArgs,
-    driver::{Child, ChildPlan, drive},
-    error::StallError,
-    session::Session,
-    signals, verdict,
-};
+use crate::error::StallError;
+
+/// A child process stallprobe started (run mode): signals are forwarded to it, it is reaped.
+pub struct Child {
+    pub pid: u32,
+    pidfd: Option<AsyncFd<OwnedFd>>,
+    pub status: Option<WaitStatus>,
+}
+
+impl Child {
+    pub fn new(pid: u32) -> Child {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+        let pidfd = (fd >= 0)
+            .then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+            .and_then(|fd| {
+                // SAFETY: the pidfd is owned by the AsyncFd and closed only when it drops.
+                unsafe { AsyncFd::register(fd) }.ok()
+            });
+        Child {
+            pid,
+            pidfd,
+            status: None,
+        }
+    }
+
+    pub fn alive(&self) -> bool {
+        self.status.is_none()
+    }
+
+    /// Signal the child's process group (it leads one: see run.rs), like a terminal would:
+    /// its own children, e.g. the test binaries under `cargo test`, get it too.
+    pub fn signal(&self, sig: Signal) {
+        if self.alive() && kill(Pid::from_raw(-(self.pid as i32)), sig).is_err() {
+            let _ = kill(Pid::from_raw(self.pid as i32), sig);
+        }
+    }
+
+    /// Resolves when the child has exited (not reaped yet).
+    pub async fn exited(&self) {
+        match &self.pidfd {
+            Some(fd) if self.alive() => {
+                let _ = fd.readable().await;
+            }
+            _ => std::future::pending::<()>().await,
+        }
+    }
+
+    /// Reap the child if it has exited.
+    pub fn try_reap(&mut self) -> Option<WaitStatus> {
+        if self.status.is_some() {
+            return self.status;
+        }
+        match waitpid(Pid::from_raw(self.pid as i32), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => None,
+            Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                self.status = Some(st);
+                self.status
+            }
+            Ok(_) => None,
+            Err(_) => {
+                // Not our child any more (or already reaped): treat as gone.
+                self.status = Some(WaitStatus::Exited(Pid::from_raw(self.pid as i32), -1));
+                self.status
+            }
+        }
+    }
+
+    /// Kill and reap (used when the report is done and `--keep` was not given).
+    pub fn kill_and_reap(&mut self) {
+        if self.try_reap().is_some() {
+            return;
+        }
+        self.signal(Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(self.pid as i32), None);
+        self.status = Some(WaitStatus::Signaled(
+            Pid::from_raw(self.pid as i32),
+            Signal::SIGKILL,
+            false,
+        ));
+    }
+}
 
 /// A forked child waiting for the go-ahead before it execs CMD.
-struct Paused {
-    pid: u32,
+pub struct Paused {
+    pub pid: u32,
     go: OwnedFd,
     exec_err: OwnedFd,
     cmd: String,
@@ -46,7 +125,7 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-fn spawn_paused(cmd: &[String]) -> Result<Paused, StallError> {
+pub fn spawn_paused(cmd: &[String]) -> Result<Paused, StallError> {
     let display = cmd.join(" ");
     let spawn_err = |detail: String| StallError::Spawn {
         cmd: display.clone(),
@@ -102,7 +181,7 @@ fn spawn_paused(cmd: &[String]) -> Result<Paused, StallError> {
 
 impl Paused {
     /// Let the child exec; report an exec failure as an error.
-    fn release(self) -> Result<u32, StallError> {
+    pub fn release(self) -> Result<u32, StallError> {
         write(&self.go, b"g").map_err(|e| StallError::Spawn {
             cmd: self.cmd.clone(),
             detail: e.to_string(),
@@ -123,73 +202,8 @@ impl Paused {
         }
     }
 
-    fn abort(self) {
+    pub fn abort(self) {
         let _ = nix::sys::signal::kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(Pid::from_raw(self.pid as i32), None);
     }
-}
-
-pub async fn run(args: RunArgs) -> Result<i32, StallError> {
-    let opts = args.watch.session_options()?;
-    let stop_sig = signals::parse(&args.stop_signal)?;
-    let mut stops = crate::driver::StopSignals::install()?;
-    let mut session = Session::attach(opts)?;
-    let paused = spawn_paused(&args.cmd)?;
-    if let Err(e) = session.add_process(paused.pid) {
-        paused.abort();
-        return Err(e);
-    }
-    let pid = paused.release()?;
-    crate::driver::drop_privileges_or_warn(args.watch.quiet);
-    let mut plan = ChildPlan {
-        child: Child::new(pid),
-        stop: args.stop_after.or(args.timeout).map(|d| (d, stop_sig)),
-    };
-    if !args.watch.quiet {
-        eprintln!(
-            "stallprobe: started pid {pid}: {}{}",
-            args.cmd.join(" "),
-            match (args.stop_after, args.timeout) {
-                (Some(d), _) => format!(
-                    " (will send {} after {})",
-                    stop_sig.as_str(),
-                    humantime::format_duration(d)
-                ),
-                (None, Some(d)) => format!(
-                    " (timeout {}: then {}, grace, verdict)",
-                    humantime::format_duration(d),
-                    stop_sig.as_str()
-                ),
-                _ => String::new(),
-            }
-        );
-    }
-    let end = drive(&mut session, &args.watch, Some(&mut plan), &mut stops).await;
-    let end = match end {
-        Ok(e) => e,
-        Err(e) => {
-            plan.child.kill_and_reap();
-            return Err(e);
-        }
-    };
-    let report = session.finish(end);
-    // With --timeout, a command that finished by itself before it ends like itself.
-    let own_exit = match (args.timeout, plan.child.status) {
-        (Some(_), Some(nix::sys::wait::WaitStatus::Exited(_, code)))
-            if report.shutdown.is_none() =>
-        {
-            Some(code)
-        }
-        (Some(_), Some(nix::sys::wait::WaitStatus::Signaled(_, sig, _)))
-            if report.shutdown.is_none() =>
-        {
-            Some(128 + sig as i32)
-        }
-        _ => None,
-    };
-    if !args.keep {
-        plan.child.kill_and_reap();
-    }
-    args.watch.emit(&report)?;
-    Ok(own_exit.unwrap_or_else(|| verdict::exit_code(report.verdict)))
 }

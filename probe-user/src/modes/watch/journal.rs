@@ -9,6 +9,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::report::{Report, Verdict};
+
 /// Where journald listens (overridable for tests with `$STALLPROBE_JOURNAL_SOCKET`).
 pub fn socket_path() -> PathBuf {
     std::env::var_os("STALLPROBE_JOURNAL_SOCKET")
@@ -19,8 +21,6 @@ pub fn socket_path() -> PathBuf {
 /// Syslog priorities.
 pub mod priority {
     pub const ERR: u8 = 3;
-    pub const WARNING: u8 = 4;
-    pub const NOTICE: u8 = 5;
     pub const INFO: u8 = 6;
 }
 
@@ -92,6 +92,98 @@ impl Journal {
             Err(e) => Err(e),
         }
     }
+}
+
+/// One journal entry per flagged thread and one for the verdict, with structured fields.
+pub fn journal_entries(report: &Report, unit: &str) -> Vec<Vec<(&'static str, String)>> {
+    let label = if unit.is_empty() {
+        format!("pid {}", report.target.pid)
+    } else {
+        unit.to_string()
+    };
+    let verdict = match report.verdict {
+        Verdict::Clean => "clean",
+        Verdict::Stalled => "stalled",
+        Verdict::Observed => "observed",
+    };
+    let common = |v: &mut Vec<(&'static str, String)>| {
+        v.push(("SYSLOG_IDENTIFIER", "stallprobe".into()));
+        v.push(("STALLPROBE_VERDICT", verdict.into()));
+        v.push(("STALLPROBE_PID", report.target.pid.to_string()));
+        if !unit.is_empty() {
+            v.push(("STALLPROBE_UNIT", unit.into()));
+        }
+        if let Some(s) = &report.shutdown {
+            v.push(("STALLPROBE_SIGNAL", s.signal.clone()));
+            v.push(("STALLPROBE_SIGNAL_SENDER_PID", s.sender_pid.to_string()));
+        }
+    };
+    let mut entries = Vec::new();
+    let flagged: Vec<_> = report.flagged().collect();
+    let mut summary = vec![
+        (
+            "MESSAGE",
+            format!(
+                "stallprobe: {label}: shutdown {verdict}: {}",
+                report.summary.first().cloned().unwrap_or_default()
+            ),
+        ),
+        (
+            "PRIORITY",
+            if report.verdict == Verdict::Stalled {
+                priority::ERR
+            } else {
+                priority::INFO
+            }
+            .to_string(),
+        ),
+        ("STALLPROBE_FLAGGED", flagged.len().to_string()),
+        ("STALLPROBE_SUMMARY", report.summary.join("\n")),
+    ];
+    common(&mut summary);
+    entries.push(summary);
+    for t in flagged {
+        let stack: Vec<String> = t
+            .stack
+            .iter()
+            .map(|f| {
+                let loc = match (&f.file, f.line) {
+                    (Some(file), Some(line)) => {
+                        format!(" ({}:{line})", crate::report::basename(file))
+                    }
+                    _ => String::new(),
+                };
+                format!(
+                    "{}{}",
+                    f.function
+                        .clone()
+                        .unwrap_or_else(|| format!("{:#x}", f.addr)),
+                    loc
+                )
+            })
+            .collect();
+        let kernel: Vec<&str> = t.kernel_stack.iter().map(|k| k.function.as_str()).collect();
+        let reason = t.reason.clone().unwrap_or_default();
+        let mut e = vec![
+            (
+                "MESSAGE",
+                format!("stallprobe: {label}: tid {} ({}) {reason}", t.tid, t.name),
+            ),
+            ("STALLPROBE_THREAD_PID", t.pid.to_string()),
+            ("PRIORITY", priority::ERR.to_string()),
+            ("STALLPROBE_TID", t.tid.to_string()),
+            ("STALLPROBE_THREAD", t.name.clone()),
+            ("STALLPROBE_ROLE", format!("{:?}", t.role).to_lowercase()),
+            ("STALLPROBE_STATE", t.state.as_str().into()),
+            ("STALLPROBE_SYSCALL", t.syscall.clone().unwrap_or_default()),
+            ("STALLPROBE_REASON", reason),
+            ("STALLPROBE_STACK", stack.join("\n")),
+            ("STALLPROBE_KERNEL_STACK", kernel.join("\n")),
+        ];
+        common(&mut e);
+        entries.push(e);
+    }
+    entries
 }
 
 #[cfg(test)]

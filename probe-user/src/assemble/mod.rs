@@ -1,0 +1,223 @@
+//! The report assembler: from what the tracker knows, what the inspection of the target found
+//! (lock owners, fd objects, perf maps) and the verdict, build the [`Report`] — each
+//! [`ThreadReport`] once, complete. Pure: no clock, no /proc, no side effect on the tracker,
+//! so the golden schema test (`golden.rs`) runs it on a fixed session.
+
+#[cfg(test)]
+mod golden;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{
+    locks::{self, FutexFinding},
+    report::{
+        Counters, FdObject, Report, SCHEMA, SessionInfo, TargetInfo, ThreadReport, TimelineEntry,
+        Wait,
+    },
+    runtime,
+    tracker::{ThreadFacts, Tracker},
+    verdict::{self, EndReason, ThreadJudgement},
+};
+
+/// What inspecting the live target found for the report (gathered by the session).
+#[derive(Clone, Debug, Default)]
+pub struct Findings {
+    /// Per thread, in the order of the facts: what its futex wait is about.
+    pub futex: Vec<Option<FutexFinding>>,
+    /// The objects behind the fds threads wait on, by (pid, fd).
+    pub fd_objects: BTreeMap<(u32, u64), FdObject>,
+    /// Processes that have a perf map (JIT symbols) where profilers look for one.
+    pub perf_maps: BTreeSet<u32>,
+}
+
+/// Everything the report is built from.
+pub struct Inputs<'a> {
+    pub tracker: &'a Tracker,
+    /// [`Tracker::thread_facts`], as of `now_ns`.
+    pub facts: Vec<ThreadFacts>,
+    pub findings: Findings,
+    /// The report's target and the other watched processes.
+    pub target: TargetInfo,
+    pub children: Vec<TargetInfo>,
+    pub end: EndReason,
+    pub now_ns: u64,
+    pub counters: Counters,
+    pub session: SessionInfo,
+    /// Notes from the session (hook fallback, probes skipped, stacks limited ...).
+    pub notes: Vec<String>,
+}
+
+pub fn report(inp: Inputs<'_>) -> Report {
+    let Inputs {
+        tracker,
+        facts,
+        findings,
+        target,
+        children,
+        end,
+        now_ns,
+        counters,
+        session,
+        mut notes,
+    } = inp;
+
+    // Complete every wait with what was found about it.
+    let mut facts = facts;
+    for (i, t) in facts.iter_mut().enumerate() {
+        let futex = findings.futex.get(i).and_then(Option::as_ref);
+        t.wait = t.wait.take().map(|w| match locks::complete(w, futex) {
+            Wait::Fd {
+                fd,
+                target,
+                timeout_ms,
+                object,
+            } if t.state != crate::report::ThreadState::Exited => Wait::Fd {
+                fd,
+                target,
+                timeout_ms,
+                object: findings.fd_objects.get(&(t.pid, fd)).cloned().or(object),
+            },
+            w => w,
+        });
+    }
+
+    let deadlocks = locks::find_cycles(&facts);
+    let shutdown = tracker.shutdown_signal();
+    let grace_ms = tracker.config().grace_ns / 1_000_000;
+    let judged_pids = tracker.judged_pids();
+    let runtimes = tracker.runtimes();
+    let process_exit_ns = tracker.judged_exit_ns();
+    let judged = verdict::judge(
+        &facts,
+        &verdict::Context {
+            judged_pids: &judged_pids,
+            runtimes: &runtimes,
+            shutdown,
+            grace_ms,
+            process_exit_ns,
+            attach_ns: tracker.attach_ns(),
+            now_ns,
+            end,
+        },
+        &deadlocks,
+    );
+
+    notes.extend(symbolization_notes(tracker, &facts, &findings.perf_maps));
+    if tracker.exited_not_listed() > 0 {
+        notes.push(format!(
+            "{} short-lived threads exited without blocking past the threshold and are not listed (thread churn)",
+            tracker.exited_not_listed()
+        ));
+    }
+    if tracker.timeline_full() {
+        notes.push(format!(
+            "the timeline is cut at {} entries",
+            tracker.timeline().len()
+        ));
+    }
+    match end {
+        EndReason::TargetExited if shutdown.is_none() => notes.push(
+            "the target exited while being watched; the report shows what was seen until then"
+                .into(),
+        ),
+        EndReason::Interrupted => notes.push("interrupted before the end of the watch".into()),
+        _ => {}
+    }
+    if counters.dropped() > 0 {
+        notes.push(format!(
+            "the kernel side dropped {} events (ring buffer or storage full): counts and stacks may be incomplete",
+            counters.dropped()
+        ));
+    }
+
+    let origin = shutdown.map(|s| s.ts_ns).unwrap_or(tracker.attach_ns());
+    let mut timeline: Vec<TimelineEntry> = tracker
+        .timeline()
+        .iter()
+        .map(|e| TimelineEntry {
+            t_ms: crate::clock::diff_ms(e.ts_ns, origin),
+            event: e.text.clone(),
+            tid: e.tid,
+        })
+        .collect();
+    timeline.sort_by_key(|e| e.t_ms);
+    if shutdown.is_some() && process_exit_ns.is_none() && end == EndReason::GraceExpired {
+        timeline.push(TimelineEntry {
+            t_ms: grace_ms as i64,
+            event: "still alive at the end of the grace period".into(),
+            tid: None,
+        });
+    }
+
+    let threads = facts
+        .into_iter()
+        .zip(judged.threads)
+        .map(|(f, j)| thread_report(f, j))
+        .collect();
+
+    Report {
+        schema: SCHEMA,
+        target,
+        children,
+        verdict: judged.verdict,
+        shutdown: judged.shutdown,
+        summary: judged.summary,
+        threads,
+        deadlocks,
+        slow_calls: tracker.slow_calls().to_vec(),
+        slow_calls_total: tracker.slow_calls_total(),
+        timeline,
+        dropped_events: counters.dropped(),
+        drops: counters,
+        session,
+        notes,
+    }
+}
+
+fn thread_report(f: ThreadFacts, j: ThreadJudgement) -> ThreadReport {
+    ThreadReport {
+        tid: f.tid,
+        pid: f.pid,
+        name: f.name,
+        state: f.state,
+        syscall: f.syscall,
+        blocked_ms: f.blocked_ms,
+        blocked_since: f.blocked_since,
+        wait: f.wait,
+        stack: f.stack,
+        kernel_stack: f.kernel_stack,
+        blocks: f.blocks,
+        role: j.role,
+        flagged: j.flagged,
+        reason: j.reason,
+        woke_after_signal: f.woke_after_signal,
+        at_signal: f.at_signal,
+        exited_after_ms: f.exited_after_ms,
+        ns_tid: f.ns_tid,
+        cpu_ms: f.cpu_ms,
+        spin_samples: f.spin_samples,
+    }
+}
+
+/// What to tell the user about frames that could not be named (JIT code without a perf map,
+/// an interpreter's frames), per process.
+fn symbolization_notes(
+    tracker: &Tracker,
+    facts: &[ThreadFacts],
+    perf_maps: &BTreeSet<u32>,
+) -> Vec<String> {
+    let runtimes = tracker.runtimes();
+    runtimes
+        .iter()
+        .filter_map(|(&pid, &rt)| {
+            let unknown = facts.iter().filter(|t| t.pid == pid).any(|t| {
+                t.stack.iter().any(|f| {
+                    // Unknown addresses, or V8's interpreter trampoline standing in for JS.
+                    f.function.is_none()
+                        || f.function.as_deref() == Some("Builtins_InterpreterEntryTrampoline")
+                })
+            });
+            runtime::symbolization_hint(rt, pid, perf_maps.contains(&pid), unknown)
+        })
+        .collect()
+}

@@ -1,1 +1,0 @@
-//! Golden report-v1 test (filled in below).

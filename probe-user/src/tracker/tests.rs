@@ -1,0 +1,361 @@
+//! The tracker on made-up inputs: a fake host (what /proc and the target's memory say) and
+//! hand-built kernel records, as the task iterator and the ring buffer deliver them.
+
+use std::collections::BTreeMap;
+
+use probe_ebpf::{Call, futex_op};
+
+use super::{
+    fake::{FakeHost, MS, PID, asleep, running, signal, task_state},
+    *,
+};
+use crate::{
+    events::{Event, ThreadExit},
+    procfs::SyscallState,
+    report::{BlockedSince, ThreadState, Wait},
+};
+
+fn tracker(host: &mut FakeHost) -> Tracker {
+    let mut t = Tracker::new(
+        TrackerConfig {
+            threshold_ns: 500 * MS,
+            grace_ns: 2000 * MS,
+        },
+        0,
+    );
+    t.add_process(PID, 0, host);
+    t
+}
+
+fn facts_of(t: &Tracker, now: u64, host: &FakeHost) -> BTreeMap<u32, ThreadFacts> {
+    t.thread_facts(now, host, 100)
+        .into_iter()
+        .map(|f| (f.tid, f))
+        .collect()
+}
+
+#[test]
+fn a_probed_block_is_announced_once_with_its_stack_and_wait() {
+    let mut host = FakeHost::default();
+    host.fd_targets.insert(5, "socket:[77]".into());
+    let mut t = tracker(&mut host);
+    let read = (Call::Read, 5, 0, 100 * MS);
+    let mut live = Vec::new();
+    // 300 ms into the read: under the threshold, nothing to say.
+    t.observe(
+        &[asleep(101, Some(read), 1)],
+        400 * MS,
+        &mut host,
+        &mut live,
+    );
+    assert!(live.is_empty(), "{live:?}");
+    // 700 ms: crossed it.
+    t.observe(
+        &[asleep(101, Some(read), 2)],
+        800 * MS,
+        &mut host,
+        &mut live,
+    );
+    assert_eq!(live.len(), 1, "{live:?}");
+    match &live[0] {
+        LiveEvent::Blocked {
+            tid,
+            syscall,
+            wait,
+            blocked_ms,
+            at,
+            ..
+        } => {
+            assert_eq!((*tid, syscall.as_str(), *blocked_ms), (101, "read", 700));
+            assert_eq!(wait.as_ref().unwrap().describe(), "fd 5 (socket:[77])");
+            assert_eq!(at.as_deref(), Some("wait_in_101 (app.c:42)"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same block at the next look: not announced again.
+    live.clear();
+    t.observe(
+        &[asleep(101, Some(read), 3)],
+        1200 * MS,
+        &mut host,
+        &mut live,
+    );
+    assert!(live.is_empty(), "{live:?}");
+    let f = &facts_of(&t, 1200 * MS, &host)[&101];
+    assert_eq!(f.state, ThreadState::Blocked);
+    assert_eq!(f.blocked_since, Some(BlockedSince::Probe));
+    assert_eq!(f.blocked_ms, Some(1100));
+    assert_eq!(f.stack[0].function.as_deref(), Some("wait_in_101"));
+}
+
+#[test]
+fn a_call_begun_before_attach_is_read_from_proc_and_timed_from_the_scheduler() {
+    let mut host = FakeHost::default();
+    let mut args = [0u64; 6];
+    args[0] = 0x5000;
+    args[1] = futex_op::WAIT_BITSET as u64 | futex_op::PRIVATE_FLAG as u64;
+    host.syscalls.insert(
+        102,
+        SyscallState::InSyscall {
+            nr: Call::Futex.nr(),
+            args,
+            sp: 0,
+            pc: 0,
+        },
+    );
+    host.memory.insert(0x5000, 2);
+    let mut t = tracker(&mut host);
+    let mut live = Vec::new();
+    // It last ran at 50 ms on the monotonic clock: asleep since then.
+    let mut s = asleep(102, None, 1_000 * MS);
+    s.reader_arrival = 1_950 * MS;
+    s.now_ns = 1_000 * MS;
+    t.observe(&[s.clone()], 1_000 * MS, &mut host, &mut live);
+    let f = &facts_of(&t, 1_000 * MS, &host)[&102];
+    assert_eq!(f.state, ThreadState::Blocked);
+    assert_eq!(f.syscall.as_deref(), Some("futex"));
+    assert_eq!(f.blocked_since, Some(BlockedSince::Sched));
+    assert_eq!(f.blocked_ms, Some(950));
+    match &f.wait {
+        Some(Wait::Futex {
+            addr, op, value, ..
+        }) => {
+            assert_eq!(*addr, 0x5000);
+            assert_eq!(op, "FUTEX_WAIT_BITSET_PRIVATE");
+            assert_eq!(*value, Some(2));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Crossed the threshold: announced.
+    assert!(
+        matches!(&live[..], [LiveEvent::Blocked { tid: 102, .. }]),
+        "{live:?}"
+    );
+    // Asleep since the last look (same last arrival): /proc is not read again.
+    let reads = host.syscall_reads.get();
+    t.observe(&[s], 1_250 * MS, &mut host, &mut live);
+    assert_eq!(
+        host.syscall_reads.get(),
+        reads,
+        "an unchanged thread costs no /proc read"
+    );
+}
+
+#[test]
+fn a_restarted_call_is_still_the_same_block() {
+    let mut host = FakeHost::default();
+    host.syscalls.insert(
+        103,
+        SyscallState::InSyscall {
+            nr: crate::syscalls::RESTART_SYSCALL,
+            args: [0; 6],
+            sp: 0,
+            pc: 0,
+        },
+    );
+    let mut t = tracker(&mut host);
+    let mut s = asleep(103, Some((Call::EpollWait, 7, 16, 10 * MS)), 1);
+    s.state.as_mut().unwrap().inflight.interrupted_ns = 300 * MS;
+    let mut live = Vec::new();
+    t.observe(&[s.clone()], 900 * MS, &mut host, &mut live);
+    let f = &facts_of(&t, 900 * MS, &host)[&103];
+    assert_eq!(f.state, ThreadState::Blocked);
+    assert_eq!(f.blocked_ms, Some(890), "counted from the first entry");
+    // Not restarted (the thread is in another call now): the record is stale.
+    host.syscalls.insert(
+        103,
+        SyscallState::InSyscall {
+            nr: 35, // nanosleep
+            args: [0; 6],
+            sp: 0,
+            pc: 0,
+        },
+    );
+    s.last_arrival = 2;
+    t.observe(&[s], 1000 * MS, &mut host, &mut live);
+    let f = &facts_of(&t, 1000 * MS, &host)[&103];
+    assert_eq!(f.state, ThreadState::Sleeping);
+    assert_eq!(f.syscall.as_deref(), Some("nanosleep"));
+}
+
+#[test]
+fn a_shutdown_records_where_each_thread_was_and_the_exit_untargets_the_process() {
+    let mut host = FakeHost::default();
+    let mut t = tracker(&mut host);
+    let mut live = Vec::new();
+    let read = (Call::Read, 5, 0, 100 * MS);
+    t.observe(
+        &[asleep(101, Some(read), 1), running(104)],
+        1_000 * MS,
+        &mut host,
+        &mut live,
+    );
+    live.clear();
+    t.handle_event(signal(1_100 * MS), 1_100 * MS, &mut host, &mut live);
+    assert!(
+        matches!(&live[..], [LiveEvent::Signal { first: true, .. }]),
+        "{live:?}"
+    );
+    assert_eq!(t.grace_deadline_ns(), Some(3_100 * MS));
+    // A running thread is sampled after the signal.
+    t.observe(
+        &[asleep(101, Some(read), 1), running(104)],
+        1_200 * MS,
+        &mut host,
+        &mut live,
+    );
+    let facts = facts_of(&t, 1_200 * MS, &host);
+    let at = facts[&101].at_signal.as_ref().expect("state at the signal");
+    assert_eq!(at.state, ThreadState::Blocked);
+    assert_eq!(at.syscall.as_deref(), Some("read"));
+    assert_eq!(facts[&104].spin_samples.len(), 1);
+    assert!(!t.episode_exited());
+
+    // The process dies: a zombie with exit code 3.
+    host.dead_processes.insert(PID);
+    host.zombie_status.insert(PID, 3 << 8);
+    live.clear();
+    t.observe(&[], 1_500 * MS, &mut host, &mut live);
+    assert!(
+        live.iter().any(|e| matches!(
+            e,
+            LiveEvent::ProcessExited {
+                exit_code: Some(3),
+                after_signal_ms: Some(400),
+                ..
+            }
+        )),
+        "{live:?}"
+    );
+    assert!(t.episode_exited() && t.all_exited());
+    assert_eq!(t.judged_exit_ns(), Some(1_500 * MS));
+    assert_eq!(t.take_probe_commands(), vec![ProbeCommand::Untarget(PID)]);
+    assert!(t.take_probe_commands().is_empty(), "each command once");
+    let facts = facts_of(&t, 1_600 * MS, &host);
+    assert!(facts.values().all(|f| f.state == ThreadState::Exited));
+    assert_eq!(facts[&101].exited_after_ms, Some(400));
+}
+
+#[test]
+fn an_exit_event_completes_a_thread_already_seen_gone() {
+    let mut host = FakeHost::default();
+    let mut t = tracker(&mut host);
+    let mut live = Vec::new();
+    t.observe(&[running(105)], 100 * MS, &mut host, &mut live);
+    host.dead_threads.insert(105);
+    t.observe(&[], 200 * MS, &mut host, &mut live);
+    let mut st = task_state(None);
+    st.stats[Call::Futex as usize].count = 4;
+    t.handle_event(
+        Event::ThreadExit(ThreadExit {
+            tid: 105,
+            tgid: PID,
+            ts_ns: 150 * MS,
+            comm: "t105".into(),
+            state: Some(st),
+        }),
+        250 * MS,
+        &mut host,
+        &mut live,
+    );
+    let facts = t.thread_facts(300 * MS, &host, 100);
+    let mine: Vec<&ThreadFacts> = facts.iter().filter(|f| f.tid == 105).collect();
+    assert_eq!(mine.len(), 1, "one entry, not two");
+    assert_eq!(mine[0].state, ThreadState::Exited);
+    assert_eq!(mine[0].blocks["futex"].count, 4);
+    assert_eq!(mine[0].exited_after_ms, Some(150));
+}
+
+#[test]
+fn thread_churn_keeps_memory_bounded_and_counts_what_it_drops() {
+    let mut host = FakeHost::default();
+    let mut t = tracker(&mut host);
+    let mut live = Vec::new();
+    let n = super::MAX_EXITED as u32 + 50;
+    for tid in 1000..1000 + n {
+        t.handle_event(
+            Event::ThreadExit(ThreadExit {
+                tid,
+                tgid: PID,
+                ts_ns: tid as u64,
+                comm: "worker".into(),
+                state: None,
+            }),
+            0,
+            &mut host,
+            &mut live,
+        );
+    }
+    assert_eq!(t.exited_not_listed(), 50);
+    assert_eq!(t.thread_facts(0, &host, 100).len(), super::MAX_EXITED);
+}
+
+#[test]
+fn followed_children_and_execs() {
+    let mut host = FakeHost::default();
+    let mut t = tracker(&mut host);
+    let mut live = Vec::new();
+    t.handle_event(
+        Event::Fork {
+            parent_tgid: PID,
+            ts_ns: 10,
+            child_pid: 200,
+            followed: true,
+        },
+        10,
+        &mut host,
+        &mut live,
+    );
+    assert!(t.watches(200));
+    assert_eq!(
+        t.take_probe_commands(),
+        vec![ProbeCommand::KernelAddedTarget(200)]
+    );
+    assert!(host.prepared.contains(&200));
+    t.handle_event(
+        Event::Exec {
+            tgid: 200,
+            ts_ns: 20,
+        },
+        20,
+        &mut host,
+        &mut live,
+    );
+    assert!(
+        host.forgotten.contains(&200),
+        "an exec drops the old image's symbols"
+    );
+    assert!(
+        matches!(
+            &live[..],
+            [
+                LiveEvent::ChildStarted {
+                    pid: 200,
+                    followed: true,
+                    ..
+                },
+                LiveEvent::Exec { pid: 200, .. }
+            ]
+        ),
+        "{live:?}"
+    );
+    let (target, children) = t.targets(&host);
+    assert_eq!(target.pid, PID);
+    assert_eq!(children.len(), 1);
+}
+
+#[test]
+fn reset_episode_forgets_the_shutdown_and_the_dead() {
+    let mut host = FakeHost::default();
+    let mut t = tracker(&mut host);
+    let mut live = Vec::new();
+    t.handle_event(signal(10 * MS), 10 * MS, &mut host, &mut live);
+    host.dead_processes.insert(PID);
+    t.observe(&[], 20 * MS, &mut host, &mut live);
+    assert!(t.shutdown_signal().is_some() && !t.timeline().is_empty());
+    t.reset_episode(&mut host);
+    assert!(t.shutdown_signal().is_none());
+    assert!(t.timeline().is_empty());
+    assert!(!t.watches(PID), "an exited process is dropped");
+    assert!(host.forgotten.contains(&PID));
+}

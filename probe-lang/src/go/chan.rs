@@ -148,7 +148,7 @@ mod tests {
         let l = layout();
         let mut m = FakeMemory::new();
         m.map(0x10000, vec![0; 0x1000]);
-        let c = 0x10800;
+        let c: u64 = 0x10800;
         // three sudogs on sendq: 0x10000 -> 0x10100 -> 0x10200
         for (s, next) in [(0x10000u64, 0x10100u64), (0x10100, 0x10200), (0x10200, 0)] {
             m.write(s + l.sudog_next, &next.to_le_bytes());

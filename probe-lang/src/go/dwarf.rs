@@ -67,6 +67,9 @@ impl DwarfStructs {
             SectionId::DebugLineStr,
             SectionId::DebugStrOffsets,
             SectionId::DebugAddr,
+            SectionId::DebugLine,
+            SectionId::DebugRanges,
+            SectionId::DebugRngLists,
         ]
         .into_iter()
         .map(|id| (id, section(&file, id)))
@@ -90,7 +93,9 @@ fn collect(dwarf: &gimli::Dwarf<R>) -> gimli::Result<HashMap<String, StructDesc>
     let mut wanted: HashMap<String, (u64, Vec<(String, u64, usize)>)> = HashMap::new();
     let mut units = dwarf.units();
     while let Some(header) = units.next()? {
-        let unit = dwarf.unit(header)?;
+        let Ok(unit) = dwarf.unit(header) else {
+            continue;
+        };
         let base = unit.header.offset().0;
         let mut cur = unit.entries();
         let mut current: Option<(String, isize)> = None;

@@ -243,3 +243,30 @@ fn type_layout(elf: &Elf, md: Option<ModuleData>, minor: u32) -> Result<Layout, 
     let md = md.ok_or("no DWARF, and moduledata (the type descriptors' range) was not found")?;
     layout::build(&TypeDescStructs(TypeReader::new(elf, md, minor)))
 }
+
+/// Test aid: the `runtime.g`/`m`/`sudog`/`hchan` offsets from DWARF and from the type
+/// descriptors, when the binary has both (None without DWARF). Each as `Debug` text.
+#[doc(hidden)]
+pub fn layout_from_both(data: &[u8]) -> Result<Option<(String, String)>, GoError> {
+    let elf = Elf::parse(data)?;
+    let version = GoVersion::parse(&buildinfo::read_version(&elf)?)?;
+    let (pc_addr, pc_bytes) = locate_pclntab(&elf)?;
+    let word = |i: usize| {
+        pc_bytes
+            .get(8 + 8 * i..16 + 8 * i)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+    };
+    let fmt_is_116 = pc_bytes.first() == Some(&0xfa);
+    let fno = if fmt_is_116 { word(2) } else { word(3) }.unwrap_or(0);
+    let md = moduledata::find(&elf, pc_addr, fno, version.minor);
+    let Some(d) = dwarf::DwarfStructs::load(&elf) else {
+        return Ok(None);
+    };
+    let strip = |mut l: Layout| {
+        l.source = "";
+        format!("{:?} {:?} {:?}", l.g, l.m_procid, l.chan)
+    };
+    let a = layout::build(&d).map_err(GoError::NoLayout)?;
+    let b = type_layout(&elf, md, version.minor).map_err(GoError::NoLayout)?;
+    Ok(Some((strip(a), strip(b))))
+}

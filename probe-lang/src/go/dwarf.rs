@@ -89,7 +89,7 @@ type R<'a> = EndianSlice<'a, LittleEndian>;
 /// One pass over every DIE: type DIEs by global offset (tag, name, size), and the members of
 /// the wanted structs (with their type's global offset).
 fn collect(dwarf: &gimli::Dwarf<R>) -> gimli::Result<HashMap<String, StructDesc>> {
-    let mut types: HashMap<usize, (gimli::DwTag, String, u64)> = HashMap::new();
+    let mut types: HashMap<usize, (gimli::DwTag, String, u64, usize)> = HashMap::new();
     let mut wanted: HashMap<String, (u64, Vec<(String, u64, usize)>)> = HashMap::new();
     let mut units = dwarf.units();
     while let Some(header) = units.next()? {
@@ -125,9 +125,19 @@ fn collect(dwarf: &gimli::Dwarf<R>) -> gimli::Result<HashMap<String, StructDesc>
                     | gimli::DW_TAG_typedef
                     | gimli::DW_TAG_unspecified_type
             ) {
+                let target = match e.attr_value(gimli::DW_AT_type) {
+                    Some(AttributeValue::UnitRef(o)) => base + o.0,
+                    Some(AttributeValue::DebugInfoRef(o)) => o.0,
+                    _ => usize::MAX,
+                };
                 types.insert(
                     base + e.offset().0,
-                    (tag, name.clone().unwrap_or_default(), size.unwrap_or(0)),
+                    (
+                        tag,
+                        name.clone().unwrap_or_default(),
+                        size.unwrap_or(0),
+                        target,
+                    ),
                 );
             }
             if tag == gimli::DW_TAG_structure_type
@@ -167,11 +177,18 @@ fn collect(dwarf: &gimli::Dwarf<R>) -> gimli::Result<HashMap<String, StructDesc>
             let fields = members
                 .into_iter()
                 .map(|(fname, offset, typ)| {
-                    let (tag, type_name, fsize) =
-                        types
-                            .get(&typ)
-                            .cloned()
-                            .unwrap_or((gimli::DW_TAG_null, String::new(), 0));
+                    let (mut tag, type_name, mut fsize, mut next) = types
+                        .get(&typ)
+                        .cloned()
+                        .unwrap_or((gimli::DW_TAG_null, String::new(), 0, usize::MAX));
+                    // A typedef names the type; its kind and size are the target's.
+                    for _ in 0..8 {
+                        if tag != gimli::DW_TAG_typedef {
+                            break;
+                        }
+                        let Some(t) = types.get(&next) else { break };
+                        (tag, fsize, next) = (t.0, t.2, t.3);
+                    }
                     let kind = match tag {
                         gimli::DW_TAG_pointer_type => KIND_PTR,
                         gimli::DW_TAG_structure_type => KIND_STRUCT,

@@ -23,7 +23,7 @@ mod x86;
 
 use std::sync::Arc;
 
-pub use binary::GoBinary;
+pub use binary::{GoBinary, layout_from_both};
 pub use buildinfo::GoVersion;
 pub use elf::{load_bias, process_load_bias};
 pub use error::GoError;

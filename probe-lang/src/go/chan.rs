@@ -82,6 +82,7 @@ fn read_hchan(mem: &dyn Memory, l: &ChanLayout, c: u64, max_waiters: u32) -> Opt
 }
 
 /// The channel wait of a goroutine whose `g.waiting` is `waiting`.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn read_wait(
     mem: &dyn Memory,
     l: &ChanLayout,
@@ -96,7 +97,23 @@ pub(crate) fn read_wait(
     let sudog = mem
         .read_vec(waiting, usize::try_from(l.sudog_len).ok()?, 4096)
         .ok()?;
-    let c = word(&sudog, l.sudog_c)?;
+    read_wait_from(mem, l, waiting, &sudog, op, max_waiters, cache)
+}
+
+/// [`read_wait`] with the sudog at `waiting` already read (batched by the caller).
+pub(crate) fn read_wait_from(
+    mem: &dyn Memory,
+    l: &ChanLayout,
+    waiting: u64,
+    sudog: &[u8],
+    op: ChanOp,
+    max_waiters: u32,
+    cache: &mut ChanCache,
+) -> Option<ChanWait> {
+    if !ptr_ok(waiting) {
+        return None;
+    }
+    let c = word(sudog, l.sudog_c)?;
     if !ptr_ok(c) {
         return None;
     }

@@ -235,6 +235,34 @@ impl<'a> GoReader<'a> {
             vec![(Vec::new(), None); live.len()]
         };
         let mut chans = ChanCache::default();
+        let reasons: Vec<Option<String>> = live
+            .iter()
+            .map(|(g, status)| {
+                matches!(status, GStatus::Waiting | GStatus::Other(_))
+                    .then(|| self.reason(g.waitreason))
+            })
+            .collect();
+        // The sudogs of channel waits, in one batch.
+        let sudogs: HashMap<usize, Vec<u8>> = match &layout.chan {
+            Some(cl) => {
+                let idx: Vec<usize> = (0..live.len())
+                    .filter(|&i| {
+                        ptr_ok(live[i].0.waiting)
+                            && reasons[i].as_deref().and_then(chan::chan_op).is_some()
+                    })
+                    .collect();
+                let n = cl.sudog_len as usize;
+                let addrs: Vec<u64> = idx.iter().map(|&i| live[i].0.waiting).collect();
+                let mut buf = vec![0u8; addrs.len() * n];
+                let ok = mem.read_many(&addrs, n, &mut buf);
+                idx.iter()
+                    .enumerate()
+                    .filter(|(k, _)| ok[*k])
+                    .map(|(k, &i)| (i, buf[k * n..(k + 1) * n].to_vec()))
+                    .collect()
+            }
+            None => HashMap::new(),
+        };
         let mut cache: HashMap<u64, Arc<[GoFrame]>> = HashMap::new();
         let mut names: HashMap<u64, Option<Arc<str>>> = HashMap::new();
         for (((g, status), thread), (pcs, stack_note)) in live.into_iter().zip(threads).zip(stacks)

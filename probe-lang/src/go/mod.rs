@@ -169,7 +169,7 @@ impl Default for Limits {
         Limits {
             max_goroutines: 10_000_000,
             max_frames: 256,
-            max_waiters: 100_000,
+            max_waiters: 10_000,
             stacks: true,
         }
     }

@@ -341,7 +341,7 @@ fn select_send() {
         if c.minor >= 21 {
             assert_eq!(g.parent_goid, Some(1), "{}", c.what);
         }
-        assert!(c.bin.symbolize(g.stack[0].pc - 1).first().is_some());
+        assert!(!c.bin.symbolize(g.stack[0].pc - 1).is_empty());
     });
 }
 

@@ -32,8 +32,6 @@ pub struct GoBinary {
     /// The target's `runtime.waitReasonStrings` (empty when not found).
     pub(crate) wait_reasons: Vec<String>,
     pub(crate) layout: Result<Layout, GoError>,
-    /// Writable sections (unrelocated), where runtime variables must be.
-    pub(crate) writable: Vec<(u64, u64)>,
     /// (entry, end) of the functions where a stack walk stops.
     pub(crate) stop_funcs: std::collections::HashMap<&'static str, (u64, u64)>,
     notes: Vec<String>,
@@ -117,7 +115,7 @@ impl GoBinary {
             notes.push("runtime.firstmoduledata not found: no inlined frames".into());
         }
         let pc_copy = pc_bytes[..pc_bytes.len().min(MAX_PCLNTAB)].to_vec();
-        let pcln = Pclntab::parse(pc_copy, pc_addr, md.map(|m| m.text))?;
+        let pcln = Pclntab::parse(pc_copy, md.map(|m| m.text))?;
 
         let mut statics = Vec::new();
         let keep = match (pcln.format, md.and_then(|m| m.gofunc)) {
@@ -172,7 +170,6 @@ impl GoBinary {
             allg,
             wait_reasons,
             layout,
-            writable: elf.writable_ranges(),
             notes,
             pie: elf.is_dyn,
         })

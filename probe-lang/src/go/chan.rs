@@ -27,7 +27,7 @@ fn word(b: &[u8], off: u64) -> Option<u64> {
 }
 
 fn ptr_ok(p: u64) -> bool {
-    p != 0 && p % 8 == 0
+    p != 0 && p.is_multiple_of(8)
 }
 
 /// A channel's state, read once per snapshot.

@@ -85,12 +85,14 @@ impl DwarfStructs {
 }
 
 type R<'a> = EndianSlice<'a, LittleEndian>;
+/// A wanted struct's size and members (name, offset, type DIE's global offset).
+type Wanted = (u64, Vec<(String, u64, usize)>);
 
 /// One pass over every DIE: type DIEs by global offset (tag, name, size), and the members of
 /// the wanted structs (with their type's global offset).
 fn collect(dwarf: &gimli::Dwarf<R>) -> gimli::Result<HashMap<String, StructDesc>> {
     let mut types: HashMap<usize, (gimli::DwTag, String, u64, usize)> = HashMap::new();
-    let mut wanted: HashMap<String, (u64, Vec<(String, u64, usize)>)> = HashMap::new();
+    let mut wanted: HashMap<String, Wanted> = HashMap::new();
     let mut units = dwarf.units();
     while let Some(header) = units.next()? {
         let Ok(unit) = dwarf.unit(header) else {

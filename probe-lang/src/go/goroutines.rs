@@ -108,7 +108,7 @@ pub(crate) fn check_g(g: &RawG) -> Check {
     if g.goid == 0 || g.goid > 1 << 56 {
         return Check::Invalid("goid");
     }
-    if g.m % 8 != 0 || g.waiting % 8 != 0 {
+    if !g.m.is_multiple_of(8) || !g.waiting.is_multiple_of(8) {
         return Check::Invalid("misaligned pointer");
     }
     if status == GStatus::Idle {
@@ -265,14 +265,27 @@ impl<'a> GoReader<'a> {
         };
         let mut cache: HashMap<u64, Arc<[GoFrame]>> = HashMap::new();
         let mut names: HashMap<u64, Option<Arc<str>>> = HashMap::new();
-        for (((g, status), thread), (pcs, stack_note)) in live.into_iter().zip(threads).zip(stacks)
+        for (i, ((((g, status), thread), (pcs, stack_note)), wait_reason)) in live
+            .into_iter()
+            .zip(threads)
+            .zip(stacks)
+            .zip(reasons)
+            .enumerate()
         {
-            let wait_reason = matches!(status, GStatus::Waiting | GStatus::Other(_))
-                .then(|| self.reason(g.waitreason));
-            let wait = match (&layout.chan, wait_reason.as_deref().and_then(chan::chan_op)) {
-                (Some(cl), Some(op)) => {
-                    chan::read_wait(mem, cl, g.waiting, op, limits.max_waiters, &mut chans)
-                }
+            let wait = match (
+                &layout.chan,
+                wait_reason.as_deref().and_then(chan::chan_op),
+                sudogs.get(&i),
+            ) {
+                (Some(cl), Some(op), Some(sudog)) => chan::read_wait_from(
+                    mem,
+                    cl,
+                    g.waiting,
+                    sudog,
+                    op,
+                    limits.max_waiters,
+                    &mut chans,
+                ),
                 _ => None,
             };
             let mut stack = Vec::new();
@@ -471,5 +484,5 @@ impl<'a> GoReader<'a> {
 }
 
 fn ptr_ok(p: u64) -> bool {
-    p != 0 && p % 8 == 0
+    p != 0 && p.is_multiple_of(8)
 }

@@ -18,6 +18,8 @@ mod pclntab;
 mod role;
 mod stack;
 mod symbols;
+#[cfg(test)]
+mod tests;
 mod types;
 mod x86;
 

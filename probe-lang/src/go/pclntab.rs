@@ -24,8 +24,6 @@ pub(crate) enum Format {
 /// The table, copied out of the binary.
 pub(crate) struct Pclntab {
     pub format: Format,
-    /// Virtual address of the header (unrelocated).
-    pub addr: u64,
     data: Vec<u8>,
     nfunc: usize,
     /// Text start (unrelocated); from the header, or moduledata when the header has 0.
@@ -46,7 +44,6 @@ pub(crate) struct Func {
     /// Entry of the next function (end of this one's code).
     pub end: u64,
     pub name_off: i32,
-    pub funcid: u8,
 }
 
 /// One (possibly inlined) frame at a pc.
@@ -92,9 +89,9 @@ pub(crate) fn looks_like_header(b: &[u8]) -> bool {
 }
 
 impl Pclntab {
-    /// Parse the table whose header is at the start of `data` (at virtual address `addr`).
+    /// Parse the table whose header is at the start of `data`.
     /// `text_start` is used when the header has none (Go 1.26+).
-    pub fn parse(data: Vec<u8>, addr: u64, text_start: Option<u64>) -> Result<Pclntab, GoError> {
+    pub fn parse(data: Vec<u8>, text_start: Option<u64>) -> Result<Pclntab, GoError> {
         let bad = |why: &str| GoError::NoPclntab(why.to_string());
         let magic = u32_at(&data, 0).ok_or_else(|| bad("truncated header"))?;
         let format = magic_format(magic)?;
@@ -139,7 +136,6 @@ impl Pclntab {
         };
         Ok(Pclntab {
             format,
-            addr,
             data,
             nfunc,
             text_start,
@@ -149,15 +145,6 @@ impl Pclntab {
             pctab,
             functab,
         })
-    }
-
-    pub fn nfunc(&self) -> usize {
-        self.nfunc
-    }
-
-    /// Offset of the funcnametab from the header (moduledata points there).
-    pub fn funcnametab_off(&self) -> usize {
-        self.funcnametab
     }
 
     /// Entry pc and _func offset of function-table slot `i` (0..=nfunc).
@@ -191,19 +178,13 @@ impl Pclntab {
         let (entry, off) = self.slot(i)?;
         let (end, _) = self.slot(i + 1)?;
         let off = self.functab.checked_add(off)?;
-        let (name_at, funcid_at) = match self.format {
-            Format::V116 => (8, 40),
-            Format::V118 => (4, 36),
-            Format::V120 => (4, 40),
-        };
+        let name_at = if self.format == Format::V116 { 8 } else { 4 };
         let name_off = u32_at(&self.data, off.checked_add(name_at)?)? as i32;
-        let funcid = *self.data.get(off.checked_add(funcid_at)?)?;
         Some(Func {
             off,
             entry,
             end,
             name_off,
-            funcid,
         })
     }
 

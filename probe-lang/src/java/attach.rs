@@ -104,9 +104,7 @@ pub fn parse_status(pid: u32, status: &str) -> Target {
 pub fn attach_disabled(cmdline: &[u8], environ: &[u8]) -> Option<String> {
     const FLAG: &str = "-XX:+DisableAttachMechanism";
     let mut args = cmdline.split(|&b| b == 0).map(String::from_utf8_lossy);
-    let last = args
-        .filter(|a| a.contains("DisableAttachMechanism"))
-        .next_back();
+    let last = args.rfind(|a| a.contains("DisableAttachMechanism"));
     if let Some(a) = last
         && a.contains(FLAG)
     {

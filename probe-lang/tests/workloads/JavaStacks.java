@@ -7,7 +7,9 @@
 //   main                 runs hot() until the JIT compiles it, prints `ready`, then joins
 //                        locker-a: forever
 // On SIGTERM the shutdown hook "shutdown-hook" synchronizes on A (held by locker-a) and blocks:
-// the JVM never exits. Lines the test asserts carry `// @name` markers.
+// the JVM never exits. Lines the test asserts carry `// @name` markers. HotSpot shows a thread
+// blocked entering `synchronized (x) {` at the line of the block's first statement (the
+// bytecode after monitorenter), so that is where those markers are.
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.locks.ReentrantLock;
 
@@ -22,8 +24,8 @@ public class JavaStacks {
         synchronized (first) { // @first
             BOTH_IN.countDown();
             BOTH_IN.await();
-            synchronized (second) { // @second
-                System.err.println("unreachable");
+            synchronized (second) {
+                System.err.println("unreachable"); // @second
             }
         }
     }
@@ -70,8 +72,8 @@ public class JavaStacks {
 
     public static void main(String[] args) throws Exception {
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-            synchronized (A) { // @hook
-                System.err.println("hook done");
+            synchronized (A) {
+                System.err.println("hook done"); // @hook
             }
         }, "shutdown-hook"));
         Thread a = start("locker-a", () -> lockBoth(A, B));

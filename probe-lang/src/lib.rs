@@ -9,4 +9,5 @@
 
 pub mod java;
 pub mod mem;
+pub mod ns;
 pub mod python;

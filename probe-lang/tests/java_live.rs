@@ -82,17 +82,23 @@ fn markers() -> HashMap<String, u32> {
 /// Start the workload (in a fresh cwd) and wait for `ready`.
 fn start(jvm_args: &[&str]) -> Option<Jvm> {
     let classes = classes()?;
+    let mut cmd = Command::new("java");
+    cmd.args(jvm_args)
+        .arg("-cp")
+        .arg(&classes)
+        .arg("JavaStacks");
+    Some(start_cmd(cmd, &jvm_args.join("")))
+}
+
+/// Run `cmd` (the workload, perhaps wrapped) in a fresh cwd and wait for `ready`.
+fn start_cmd(mut cmd: Command, tag: &str) -> Jvm {
     let cwd = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "jvm-cwd-{}-{}",
         std::process::id(),
-        jvm_args.join("").replace(['+', '-', ':'], "")
+        tag.replace(['+', '-', ':'], "")
     ));
     std::fs::create_dir_all(&cwd).unwrap();
-    let mut child = Command::new("java")
-        .args(jvm_args)
-        .arg("-cp")
-        .arg(&classes)
-        .arg("JavaStacks")
+    let mut child = cmd
         .current_dir(&cwd)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -112,7 +118,7 @@ fn start(jvm_args: &[&str]) -> Option<Jvm> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(l) if l == "ready" => return Some(jvm),
+            Ok(l) if l == "ready" => return jvm,
             Ok(_) => {}
             Err(_) => panic!("JavaStacks: no `ready` within {TIMEOUT:?}"),
         }
@@ -308,4 +314,62 @@ fn an_unknown_command_is_an_error_with_the_jvms_words() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// The java process under `unshare` (its only child), as seen from here.
+fn child_of(pid: u32) -> u32 {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let c =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        if let Some(c) = c.split_whitespace().next().and_then(|c| c.parse().ok()) {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "unshare has no child");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_jvm_in_its_own_pid_and_mount_namespaces() {
+    // As in a container: the JVM is pid 1 of its namespace and has a /tmp of its own, so the
+    // socket and the trigger file are named after its namespace pid and reached through
+    // /proc/PID/root and /proc/PID/cwd.
+    let Some(classes) = classes() else { return };
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--mount-proc",
+        "sh",
+        "-c",
+    ])
+    .arg(format!(
+        "mount -t tmpfs tmpfs /tmp && exec java -cp {} JavaStacks",
+        classes.display()
+    ));
+    let jvm = start_cmd(cmd, "ns");
+    let pid = child_of(jvm.pid());
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let target = java::attach::parse_status(pid, &status);
+    assert_eq!(target.ns_pid, 1, "{status}");
+    let (d, _) = java::thread_dump(pid, TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(d.deadlocks.len(), 1);
+    // nids are tids in the JVM's own namespace; ns_tid_map gives ours.
+    let tids = java::ns_tid_map(pid);
+    for name in ["locker-a", "locker-b", "holder", "parker", "waiter"] {
+        let nid = d.thread(name).unwrap().nid.unwrap();
+        let tid = tids[&nid];
+        assert_ne!(nid, tid, "{name}: namespaced tids differ");
+        assert_eq!(comm(pid, tid), name);
+    }
+    assert!(Path::new(&format!("/proc/{pid}/root/tmp/.java_pid1")).exists());
+    assert!(!Path::new("/tmp/.java_pid1").exists(), "not in our /tmp");
+    let map = java::write_perf_map(pid, TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        map,
+        PathBuf::from(format!("/proc/{pid}/root/tmp/perf-1.map"))
+    );
 }

@@ -4,6 +4,7 @@
 //! message); every started process is killed by a guard.
 
 use probe_lang::mem::ProcessMemory;
+use probe_lang::ns::{innermost_id, ns_tid_map};
 use probe_lang::python::{PyProcess, PySnapshot};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -55,8 +56,13 @@ fn markers() -> HashMap<String, u32> {
 
 /// Start the workload and wait for `ready`; returns the guard and its `key=value` facts.
 fn start(python: &str) -> (Guard, HashMap<String, String>) {
-    let mut child = Command::new(python)
-        .arg(script())
+    let mut cmd = Command::new(python);
+    cmd.arg(script());
+    start_cmd(cmd, python)
+}
+
+fn start_cmd(mut cmd: Command, python: &str) -> (Guard, HashMap<String, String>) {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -249,4 +255,45 @@ fn a_process_without_python_is_refused_with_a_reason() {
         e.to_string().starts_with("no CPython interpreter found"),
         "{e}"
     );
+}
+
+#[test]
+fn cpython_in_its_own_pid_namespace() {
+    // As in a container: the tids CPython records are its namespace's; map_tids renumbers them.
+    // 3.10 reads them from glibc's struct pthread, 3.12 from native_thread_id.
+    for python in [INTERPRETERS[2].1, INTERPRETERS[4].1] {
+        if !Path::new(python).exists() {
+            eprintln!("skipped: {python} is not installed");
+            continue;
+        }
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--pid", "--fork", "--kill-child", "--mount-proc", python])
+            .arg(script());
+        let (guard, facts) = start_cmd(cmd, python);
+        let unshare = guard.0.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).unwrap();
+        let pid: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
+        let p = PyProcess::locate_pid(pid).unwrap_or_else(|e| panic!("{python}: {e}"));
+        let mut snap = p
+            .threads(&ProcessMemory { pid })
+            .unwrap_or_else(|e| panic!("{python}: {e}"));
+        let ns_main: u32 = facts["tid_main"].parse().unwrap();
+        assert_eq!(ns_main, 1, "python is pid 1 of its namespace");
+        let mut ns_tids: Vec<u32> = snap.threads.iter().filter_map(|t| t.tid).collect();
+        let mut want: Vec<u32> = ["main", "getter", "receiver", "dozer"]
+            .iter()
+            .map(|n| facts[&format!("tid_{n}")].parse().unwrap())
+            .collect();
+        ns_tids.sort();
+        want.sort();
+        assert_eq!(ns_tids, want, "{python}");
+        snap.map_tids(&ns_tid_map(pid));
+        assert_eq!(snap.thread(pid).unwrap().frames[0].function, "spin");
+        for t in &snap.threads {
+            let tid = t.tid.unwrap();
+            let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+            assert!(want.contains(&innermost_id(&status).unwrap()), "{python}");
+        }
+    }
 }

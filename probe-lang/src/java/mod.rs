@@ -10,6 +10,7 @@ pub use dump::{
     Wait, parse_thread_dump,
 };
 
+pub use crate::ns::ns_tid_map;
 use std::path::PathBuf;
 use std::time::Duration;
 

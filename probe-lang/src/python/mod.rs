@@ -78,6 +78,19 @@ impl PySnapshot {
         self.threads.iter().find(|t| t.tid == Some(tid))
     }
 
+    /// Renumber the tids with `map` (e.g. [`crate::ns::ns_tid_map`] for a target in another
+    /// pid namespace: CPython records tids as its own namespace numbers them). Threads whose
+    /// tid is not in the map lose it.
+    pub fn map_tids(&mut self, map: &std::collections::HashMap<u32, u32>) {
+        for t in &mut self.threads {
+            t.tid = t.tid.and_then(|tid| map.get(&tid).copied());
+        }
+        self.gil_holder = self.gil_holder.and_then(|tid| map.get(&tid).copied());
+        if let Gil::Held { tid, .. } = &mut self.gil {
+            *tid = tid.and_then(|t| map.get(&t).copied());
+        }
+    }
+
     /// Why `tid` has no Python frames (None if it has some).
     pub fn why_no_frames(&self, tid: u32) -> Option<String> {
         match self.thread(tid) {

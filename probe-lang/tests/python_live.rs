@@ -5,7 +5,7 @@
 
 use probe_lang::mem::ProcessMemory;
 use probe_lang::ns::{innermost_id, ns_tid_map};
-use probe_lang::python::{PyProcess, PySnapshot};
+use probe_lang::python::{MergedFrame, PyProcess, PySnapshot, merge};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -296,4 +296,94 @@ fn cpython_in_its_own_pid_namespace() {
             assert!(want.contains(&innermost_id(&status).unwrap()), "{python}");
         }
     }
+}
+
+/// Native stacks of every thread (LWP → function names, innermost first), from gdb.
+fn gdb_stacks(pid: u32) -> Option<HashMap<u32, Vec<String>>> {
+    let out = Command::new("gdb")
+        .args(["-batch", "-nx", "-p", &pid.to_string()])
+        .args(["-ex", "set pagination off", "-ex", "thread apply all bt"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut stacks = HashMap::new();
+    let mut cur: Option<(u32, Vec<String>)> = None;
+    for line in text.lines() {
+        if let Some(i) = line.find("(LWP ") {
+            if let Some((tid, frames)) = cur.take() {
+                stacks.insert(tid, frames);
+            }
+            let tid = line[i + 5..].split(')').next()?.parse().ok()?;
+            cur = Some((tid, Vec::new()));
+        } else if let (Some(rest), Some((_, frames))) = (line.strip_prefix('#'), cur.as_mut()) {
+            let mut words = rest.split_whitespace().skip(1);
+            let mut w = words.next().unwrap_or("");
+            if w.starts_with("0x") {
+                words.next(); // "in"
+                w = words.next().unwrap_or("");
+            }
+            frames.push(w.to_string());
+        }
+    }
+    if let Some((tid, frames)) = cur {
+        stacks.insert(tid, frames);
+    }
+    Some(stacks)
+}
+
+#[test]
+fn merged_with_real_native_stacks() {
+    // gdb stands in for stallprobe's unwinder here: its native frames, merged with the
+    // Python frames read by this crate, put every Python frame in place of an eval frame.
+    if Command::new("gdb").arg("--version").output().is_err() {
+        eprintln!("skipped: gdb is not installed (it provides the native stacks here)");
+        return;
+    }
+    for &(minor, python) in INTERPRETERS {
+        if !Path::new(python).exists() {
+            eprintln!("skipped: {python} (CPython {minor}) is not installed");
+            continue;
+        }
+        let (guard, facts) = start(python);
+        let pid = guard.0.id();
+        let dozer: u32 = facts["tid_dozer"].parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while syscall_of(pid, dozer) != Some(SYS_FUTEX) {
+            assert!(
+                Instant::now() < deadline,
+                "{python}: the dozer never waited for the GIL"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let native = gdb_stacks(pid).expect("gdb output");
+        let p = PyProcess::locate_pid(pid).unwrap();
+        let snap = p.threads(&ProcessMemory { pid }).unwrap();
+        for name in ["main", "getter", "receiver", "dozer"] {
+            let tid: u32 = facts[&format!("tid_{name}")].parse().unwrap();
+            let py = &snap.thread(tid).unwrap().frames;
+            let nat = &native[&tid];
+            let names: Vec<&str> = nat.iter().map(String::as_str).collect();
+            let m = merge(&names, py);
+            assert!(
+                m.ok,
+                "{python} {name}: {:?}\nnative {names:?}\npython {py:#?}",
+                m.reason
+            );
+            let placed = m
+                .frames
+                .iter()
+                .filter(|f| matches!(f, MergedFrame::Python(_)))
+                .count();
+            assert_eq!(placed, py.len(), "{python} {name}");
+            assert_eq!(m.frames.len(), nat.len() - eval_count(&names) + py.len());
+        }
+        eprintln!("{python}: native and Python stacks merged for 4 threads");
+    }
+}
+
+fn eval_count(names: &[&str]) -> usize {
+    names
+        .iter()
+        .filter(|n| n.starts_with("_PyEval_EvalFrameDefault"))
+        .count()
 }

@@ -258,6 +258,13 @@ fn connect(socket: &Path) -> Result<UnixStream, AttachError> {
             socket.display()
         ))
     };
+    let err = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => AttachError::Io(format!(
+            "nobody listens on {}: a socket left by an earlier JVM with this pid? (remove it and retry)",
+            socket.display()
+        )),
+        _ => err(e),
+    };
     if socket.as_os_str().len() < 100 {
         return UnixStream::connect(socket).map_err(err);
     }
@@ -323,6 +330,11 @@ fn exchange(
             }
             Err(e) => return Err(AttachError::Io(format!("reading the answer: {e}"))),
         }
+    }
+    if out.is_empty() {
+        return Err(AttachError::Io(
+            "the JVM closed the connection without answering (it answers only clients running as its own user or as root)".into(),
+        ));
     }
     let text = String::from_utf8_lossy(&out);
     let (status, rest) = text.split_once('\n').unwrap_or((&text, ""));

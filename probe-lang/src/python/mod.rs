@@ -209,14 +209,21 @@ impl PyProcess {
         }))
     }
 
-    /// [`locate`](Self::locate) for a live process: reads `/proc/PID/maps` and the modules through
-    /// `/proc/PID/root` (so it works across mount namespaces).
+    /// [`locate`](Self::locate) for a live process: reads `/proc/PID/maps`, and each module
+    /// through `/proc/PID/map_files/<range>` (the very file mapped, even if replaced or deleted
+    /// on disk since), else `/proc/PID/root<path>` (works across mount namespaces).
     pub fn locate_pid(pid: u32) -> Result<PyProcess, PyError> {
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))
             .map_err(|e| PyError::NotPython(format!("/proc/{pid}/maps: {e}")))?;
+        let maps = parse_maps(&text);
         let root = PathBuf::from(format!("/proc/{pid}/root"));
-        PyProcess::locate(&parse_maps(&maps), |p| {
-            std::fs::read(root.join(p.strip_prefix("/").unwrap_or(p))).ok()
+        PyProcess::locate(&maps, |p| {
+            maps.iter()
+                .find(|m| m.path.as_deref() == Some(p))
+                .and_then(|m| {
+                    std::fs::read(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)).ok()
+                })
+                .or_else(|| std::fs::read(root.join(p.strip_prefix("/").unwrap_or(p))).ok())
         })
     }
 

@@ -375,7 +375,7 @@ impl Walker<'_> {
                     let start = code.wrapping_add(self.l.co_code_adaptive.unwrap_or(0));
                     let offset = instr.wrapping_sub(start) as i64;
                     // An instruction pointer outside any sane code size: no line, not garbage.
-                    let offset = if offset.abs() > 1 << 28 {
+                    let offset = if offset.unsigned_abs() > 1 << 28 {
                         i64::MAX
                     } else {
                         offset

@@ -8,4 +8,7 @@
 //! never a panic.
 
 pub mod go;
+pub mod java;
 pub mod mem;
+pub mod ns;
+pub mod python;

@@ -144,6 +144,107 @@ pub fn build_go(name: &str) -> PathBuf {
     bin
 }
 
+/// The Go toolchains the goroutine tests build with (`cargo xtask setup` installs them in
+/// `$CARGO_HOME/stallprobe-go/<version>/bin/go`): Debian's, one of 1.21–1.25, the newest.
+pub const GO_VERSIONS: [&str; 3] = ["1.19", "1.23.9", "1.27.3"];
+
+/// How a Go workload is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GoBuild {
+    Plain,
+    /// `-ldflags="-s -w"`: no symbol table, no DWARF.
+    Stripped,
+    /// `-buildmode=pie`.
+    Pie,
+}
+
+/// `go` of one of [`GO_VERSIONS`] (fails, not skips, when it is missing: setup installs it).
+pub fn go_toolchain(version: &str) -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
+        });
+    let go = home.join("stallprobe-go").join(version).join("bin/go");
+    assert!(
+        go.exists(),
+        "Go {version} is not installed at {}: run `cargo xtask setup`",
+        go.display()
+    );
+    go
+}
+
+/// Build `tests/workloads/go/<name>.go` with Go `version`, as `how` says.
+pub fn build_go_with(name: &str, version: &str, how: GoBuild) -> PathBuf {
+    let go = go_toolchain(version);
+    let _g = build_lock().lock().unwrap_or_else(|e| e.into_inner());
+    let src = repo_root()
+        .join("tests/workloads/go")
+        .join(format!("{name}.go"));
+    let out = workload_dir().join("go").join(version);
+    std::fs::create_dir_all(&out).unwrap();
+    let bin = out.join(format!("{name}-{how:?}").to_lowercase());
+    if is_fresh(&bin, &[&src]) {
+        return bin;
+    }
+    let mut cmd = Command::new(&go);
+    cmd.arg("build");
+    match how {
+        GoBuild::Plain => {}
+        GoBuild::Stripped => {
+            cmd.arg("-ldflags=-s -w");
+        }
+        GoBuild::Pie => {
+            cmd.arg("-buildmode=pie");
+        }
+    }
+    let o = cmd
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .env(
+            "GOCACHE",
+            workload_dir().join(format!("go-cache-{version}")),
+        )
+        .env("GOPATH", workload_dir().join("gopath"))
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "")
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .expect("run go");
+    assert!(
+        o.status.success(),
+        "go{version} build {name}.go ({how:?}) failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    bin
+}
+
+/// The report's goroutine groups.
+pub fn goroutine_groups(report: &Value) -> &Vec<Value> {
+    report["goroutine_groups"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no goroutine_groups in the report: {}", report["notes"]))
+}
+
+/// A group (or goroutine) in a few words, for assertion messages.
+pub fn describe_goroutines(report: &Value) -> String {
+    let mut s = format!("summary {}\nnotes {}\n", report["summary"], report["notes"]);
+    for g in report["goroutine_groups"].as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "  x{} {} {:?} flagged={} role={} reason={} stack={:?}\n",
+            g["count"],
+            g["state"],
+            g["wait_reason"].as_str().unwrap_or(""),
+            g["flagged"],
+            g["role"],
+            g["reason"],
+            stack_functions(g),
+        ));
+    }
+    s
+}
+
 /// A Python workload script.
 pub fn python_script(name: &str) -> PathBuf {
     repo_root()

@@ -11,13 +11,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::{
     locks::{self, FutexFinding},
     report::{
-        Counters, FdObject, Report, SCHEMA, SessionInfo, TargetInfo, ThreadReport, TimelineEntry,
-        Wait,
+        Counters, FdObject, GoroutineGroup, GoroutineReport, Report, SCHEMA, SessionInfo,
+        TargetInfo, ThreadReport, TimelineEntry, Wait,
     },
     runtime,
-    tracker::{ThreadFacts, Tracker},
-    verdict::{self, EndReason, ThreadJudgement},
+    tracker::{GoroutineFacts, ThreadFacts, Tracker},
+    verdict::{self, EndReason, GoJudged, ThreadJudgement},
 };
+
+/// Goroutines listed one by one (flagged ones first); the groups cover them all.
+const MAX_GOROUTINES_LISTED: usize = 1000;
+/// Goids named per group.
+const GROUP_GOIDS: usize = 10;
 
 /// What inspecting the live target found for the report (gathered by the session).
 #[derive(Clone, Debug, Default)]
@@ -87,8 +92,10 @@ pub fn report(inp: Inputs<'_>) -> Report {
     let judged_pids = tracker.judged_pids();
     let runtimes = tracker.runtimes();
     let process_exit_ns = tracker.judged_exit_ns();
+    let gfacts = tracker.goroutine_facts(&facts, now_ns);
     let judged = verdict::judge(
         &facts,
+        &gfacts,
         &verdict::Context {
             judged_pids: &judged_pids,
             runtimes: &runtimes,
@@ -103,6 +110,16 @@ pub fn report(inp: Inputs<'_>) -> Report {
     );
 
     notes.extend(symbolization_notes(tracker, &facts, &findings.perf_maps));
+    notes.extend(tracker.go_notes());
+    let goroutines_total = (!gfacts.is_empty()).then_some(gfacts.len() as u64);
+    let (goroutines, goroutine_groups) = goroutine_reports(gfacts, &judged.go);
+    if goroutines_total.is_some_and(|n| n as usize > goroutines.len()) {
+        notes.push(format!(
+            "{} goroutines: {} listed one by one (flagged first); the groups cover all of them",
+            goroutines_total.unwrap_or(0),
+            goroutines.len()
+        ));
+    }
     if tracker.exited_not_listed() > 0 {
         notes.push(format!(
             "{} short-lived threads exited without blocking past the threshold and are not listed (thread churn)",
@@ -163,6 +180,9 @@ pub fn report(inp: Inputs<'_>) -> Report {
         shutdown: judged.shutdown,
         summary: judged.summary,
         threads,
+        goroutines,
+        goroutines_total,
+        goroutine_groups,
         deadlocks,
         slow_calls: tracker.slow_calls().to_vec(),
         slow_calls_total: tracker.slow_calls_total(),
@@ -172,6 +192,65 @@ pub fn report(inp: Inputs<'_>) -> Report {
         session,
         notes,
     }
+}
+
+/// The goroutines listed one by one (capped, flagged first) and the groups (all of them).
+fn goroutine_reports(
+    gs: Vec<GoroutineFacts>,
+    judged: &GoJudged,
+) -> (Vec<GoroutineReport>, Vec<GoroutineGroup>) {
+    let groups = judged
+        .groups
+        .iter()
+        .map(|g| {
+            let first = &gs[g.members[0]];
+            GoroutineGroup {
+                pid: first.pid,
+                count: g.members.len() as u64,
+                goids: g
+                    .members
+                    .iter()
+                    .take(GROUP_GOIDS)
+                    .map(|&i| gs[i].goid)
+                    .collect(),
+                state: first.status.name(),
+                wait_reason: first.wait_reason.clone(),
+                waiting_ms: g.members.iter().filter_map(|&i| gs[i].waiting_ms).max(),
+                stack: first.stack.clone(),
+                created_by: first.created_by.clone(),
+                role: first.role,
+                flagged: g.flagged,
+                reason: g.reason.clone(),
+            }
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..gs.len()).collect();
+    order.sort_by_key(|&i| (!judged.goroutines[i].flagged, gs[i].pid, gs[i].goid));
+    order.truncate(MAX_GOROUTINES_LISTED);
+    let mut slots: Vec<Option<GoroutineFacts>> = gs.into_iter().map(Some).collect();
+    let list = order
+        .into_iter()
+        .filter_map(|i| {
+            let g = slots[i].take()?;
+            let j = &judged.goroutines[i];
+            Some(GoroutineReport {
+                pid: g.pid,
+                goid: g.goid,
+                state: g.status.name(),
+                wait_reason: g.wait_reason,
+                waiting_ms: g.waiting_ms,
+                waiting_since: g.waiting_since,
+                thread: g.thread,
+                stack: g.stack,
+                created_by: g.created_by,
+                wait: g.wait,
+                role: j.role,
+                flagged: j.flagged,
+                reason: j.reason.clone(),
+            })
+        })
+        .collect();
+    (list, groups)
 }
 
 fn thread_report(f: ThreadFacts, j: ThreadJudgement) -> ThreadReport {

@@ -4,8 +4,97 @@ use std::fmt::Write as _;
 
 use super::style::{Style, pad, trunc};
 use crate::report::{
-    CallSummary, Frame, Report, Role, ThreadReport, ThreadState, Verdict, basename, format_ms,
+    CallSummary, Frame, GoroutineGroup, Report, Role, ThreadReport, ThreadState, Verdict, basename,
+    format_ms,
 };
+
+/// Goroutine groups in the table; stacks for this many flagged groups.
+const GROUP_ROWS: usize = 60;
+const GROUP_STACKS: usize = 20;
+
+/// "main.submit (pool_gone.go:20)": where a group waits, in the application.
+fn group_site(g: &GoroutineGroup) -> String {
+    crate::stack::top_app_frame(&g.stack).unwrap_or_default()
+}
+
+/// GOROUTINES: the groups (flagged first), then the stacks of the flagged groups.
+fn goroutines(o: &mut String, r: &Report, st: Style) {
+    let Some(total) = r.goroutines_total else {
+        return;
+    };
+    let version = r
+        .target
+        .go_version
+        .as_deref()
+        .map(|v| format!(" ({v})"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        o,
+        "\n{}  {total} goroutines in {} groups{version}",
+        st.bold("GOROUTINES"),
+        r.goroutine_groups.len()
+    );
+    let _ = writeln!(
+        o,
+        "  {} {} {} {} WHERE",
+        pad("COUNT", 7),
+        pad("STATE", 9),
+        pad("WAIT", 24),
+        pad("FOR", 9),
+    );
+    for g in r.goroutine_groups.iter().take(GROUP_ROWS) {
+        let mark = if g.flagged {
+            st.red("  ⚑ flagged")
+        } else if g.role == Role::Runtime {
+            st.dim("  runtime")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            o,
+            "  {} {} {} {} {}{}",
+            pad(&g.count.to_string(), 7),
+            pad(&g.state, 9),
+            pad(&trunc(g.wait_reason.as_deref().unwrap_or(""), 24), 24),
+            pad(&g.waited().unwrap_or_default(), 9),
+            group_site(g),
+            mark
+        );
+    }
+    if r.goroutine_groups.len() > GROUP_ROWS {
+        let _ = writeln!(
+            o,
+            "  … {} more groups (see --format json)",
+            r.goroutine_groups.len() - GROUP_ROWS
+        );
+    }
+    for g in r.flagged_groups().take(GROUP_STACKS) {
+        let goids: Vec<String> = g.goids.iter().map(u64::to_string).collect();
+        let more = if g.count as usize > g.goids.len() {
+            ", …"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            o,
+            "{} {} — {}{} [goid {}{more}]",
+            st.red("●"),
+            st.bold(&g.who()),
+            g.wait_reason.as_deref().unwrap_or(&g.state),
+            g.waited().map(|w| format!(", {w}")).unwrap_or_default(),
+            goids.join(", ")
+        );
+        if let Some(reason) = &g.reason {
+            let _ = writeln!(o, "    {} {reason}", st.dim("why:"));
+        }
+        for (i, f) in g.stack.iter().enumerate().take(40) {
+            let _ = writeln!(o, "{}", frame_line(i, f, st));
+        }
+        if let Some(c) = &g.created_by {
+            let _ = writeln!(o, "    created by {}", c.short());
+        }
+    }
+}
 
 fn wait_text(t: &ThreadReport) -> String {
     match (&t.wait, &t.syscall) {
@@ -140,6 +229,8 @@ pub fn text(r: &Report, st: Style) -> String {
             order.len() - max_rows
         );
     }
+
+    goroutines(&mut o, r, st);
 
     // Stacks of the threads that matter.
     let threshold = r.session.threshold_ms as u64;

@@ -7,6 +7,7 @@
 mod deadlock;
 mod fd;
 mod format;
+mod goroutine;
 mod thread;
 mod wait;
 
@@ -15,6 +16,7 @@ use serde::Serialize;
 pub use deadlock::{CycleObject, CycleThread, Deadlock};
 pub use fd::{End, EpollItem, FdObject, Holder, Pipe, Socket, SocketPeer};
 pub use format::{basename, format_bytes, format_ms, format_ms_u64, ser_hex};
+pub use goroutine::{ChanInfo, GoWait, GoroutineGroup, GoroutineReport, WaitingSince};
 pub use thread::{
     AtSignal, BlockedSince, CallSummary, Frame, KernelFrame, Role, ThreadReport, ThreadState,
 };
@@ -115,6 +117,9 @@ pub struct TargetInfo {
     pub killed_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ns_pid: Option<u32>,
+    /// The Go version the target was built with (Go targets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub go_version: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -193,6 +198,14 @@ pub struct Report {
     /// One line per flagged thread (or the reason nothing was flagged).
     pub summary: Vec<String>,
     pub threads: Vec<ThreadReport>,
+    /// Goroutines of Go targets, read from their memory (at most a few thousand listed:
+    /// `goroutines_total` counts them all; the groups cover all of them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub goroutines: Vec<GoroutineReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goroutines_total: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub goroutine_groups: Vec<GoroutineGroup>,
     /// Wait-for cycles among the target's threads (lock-order deadlocks).
     pub deadlocks: Vec<Deadlock>,
     pub slow_calls: Vec<SlowCallReport>,
@@ -210,5 +223,9 @@ pub struct Report {
 impl Report {
     pub fn flagged(&self) -> impl Iterator<Item = &ThreadReport> {
         self.threads.iter().filter(|t| t.flagged)
+    }
+
+    pub fn flagged_groups(&self) -> impl Iterator<Item = &GoroutineGroup> {
+        self.goroutine_groups.iter().filter(|g| g.flagged)
     }
 }

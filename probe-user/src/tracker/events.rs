@@ -103,9 +103,11 @@ impl Tracker {
             sender_comm: s.sender_comm.clone(),
             first,
         });
+        let pid = s.tgid;
         if self.signals.len() < MAX_SIGNALS {
             self.signals.push(s);
         }
+        self.go_look_at_signal(pid, now_ns, host);
     }
 
     fn thread_exit(&mut self, x: ThreadExit, host: &mut dyn Host, live: &mut Vec<LiveEvent>) {

@@ -95,6 +95,7 @@ impl Tracker {
                 t.cpu_ticks = ticks;
             }
         }
+        self.final_go_looks(now, host);
         let live = self.threads.len();
         let threshold = self.cfg.threshold_ns;
         for t in self.threads.values_mut() {

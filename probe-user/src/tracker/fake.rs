@@ -34,6 +34,10 @@ pub struct FakeHost {
     pub forgotten: Vec<u32>,
     /// Ids inside the target's pid namespace, by host id (default: the same).
     pub ns_ids: BTreeMap<u32, u32>,
+    /// The looks at each Go process's goroutines, in order (the last one repeats).
+    pub go_looks: BTreeMap<u32, Vec<super::host::GoLook>>,
+    /// Runtimes by pid (default: native).
+    pub runtimes: BTreeMap<u32, Runtime>,
     /// User stacks by tid (default: one frame `wait_in_<tid>`).
     pub user_stacks: BTreeMap<u32, Vec<Frame>>,
 }
@@ -80,7 +84,7 @@ impl Host for FakeHost {
             exe: format!("/bin/app-{pid}"),
             cmdline: vec!["app".into()],
             ns_pid: self.ns_ids.get(&pid).copied(),
-            runtime: Runtime::Native,
+            runtime: self.runtimes.get(&pid).copied().unwrap_or(Runtime::Native),
         }
     }
     fn late_runtime(&self, _pid: u32) -> Option<Runtime> {
@@ -91,6 +95,18 @@ impl Host for FakeHost {
     }
     fn read_u32(&self, _pid: u32, addr: u64) -> Option<u32> {
         self.memory.get(&addr).copied()
+    }
+    fn goroutines(&mut self, pid: u32) -> Result<super::host::GoLook, String> {
+        self.go_looks
+            .get_mut(&pid)
+            .and_then(|v| {
+                if v.len() > 1 {
+                    Some(v.remove(0))
+                } else {
+                    v.first().cloned()
+                }
+            })
+            .ok_or_else(|| "not a Go process".to_string())
     }
     fn prepare(&mut self, pid: u32) {
         self.prepared.push(pid);

@@ -22,6 +22,20 @@ pub struct ProcessInfo {
     pub runtime: Runtime,
 }
 
+/// The goroutines of a Go process at one moment, and what reporting them needs.
+#[derive(Clone, Debug)]
+pub struct GoLook {
+    /// `go1.23.9`.
+    pub version: String,
+    /// Added to the binary's addresses to get the process's (PIE load bias).
+    pub bias: u64,
+    /// The executable, as the report names modules.
+    pub exe: String,
+    pub snapshot: probe_lang::go::GoSnapshot,
+    /// How the binary was understood, what degraded (for the report's notes).
+    pub notes: Vec<String>,
+}
+
 pub trait Host {
     /// The syscall a thread is in (`/proc/PID/task/TID/syscall`).
     fn syscall(&self, pid: u32, tid: u32) -> Option<SyscallState>;
@@ -46,6 +60,8 @@ pub trait Host {
     fn fd_target(&self, pid: u32, fd: u64) -> Option<String>;
     /// A u32 of the target's memory (a futex word).
     fn read_u32(&self, pid: u32, addr: u64) -> Option<u32>;
+    /// Read the goroutines of Go process `pid` (Err: why they cannot be read).
+    fn goroutines(&mut self, pid: u32) -> Result<GoLook, String>;
     /// Get ready to unwind and symbolize a process's stacks (while it is alive).
     fn prepare(&mut self, pid: u32);
     /// Drop what was loaded for a process (it exec'd or is gone).

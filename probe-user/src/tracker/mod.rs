@@ -9,6 +9,7 @@ mod events;
 pub mod facts;
 #[cfg(test)]
 pub mod fake;
+mod go;
 pub mod host;
 mod live;
 mod observe;
@@ -22,7 +23,8 @@ use std::collections::{BTreeMap, VecDeque};
 use probe_ebpf::{CallStats, HIST_BUCKETS, NUM_CALLS};
 
 pub use facts::ThreadFacts;
-pub use host::{Host, ProcessInfo};
+pub use go::GoroutineFacts;
+pub use host::{GoLook, Host, ProcessInfo};
 pub use live::LiveEvent;
 use process::ProcTrack;
 use thread::ThreadTrack;
@@ -96,6 +98,8 @@ pub struct Tracker {
     slow_calls_total: u64,
     timeline: Vec<TimelineEvent>,
     commands: Vec<ProbeCommand>,
+    /// Goroutine looks of Go processes.
+    go: BTreeMap<u32, go::GoTrack>,
 }
 
 impl Tracker {
@@ -120,6 +124,7 @@ impl Tracker {
             slow_calls_total: 0,
             timeline: Vec::new(),
             commands: Vec::new(),
+            go: BTreeMap::new(),
         }
     }
 
@@ -228,6 +233,7 @@ impl Tracker {
             t.cpu_after_signal.clear();
             t.spin_samples.clear();
         }
+        self.reset_go_episode();
     }
 
     /// Record how a process exited, as its parent saw it (run mode reaps its child).
@@ -270,15 +276,19 @@ impl Tracker {
     /// The report's target and the other watched processes.
     pub fn targets(&self, host: &dyn Host) -> (TargetInfo, Vec<TargetInfo>) {
         let main = self.report_pid();
+        let info = |p: &ProcTrack| TargetInfo {
+            go_version: self.go_version(p.pid),
+            ..p.info()
+        };
         let target = match self.procs.get(&main) {
-            Some(p) => p.info(),
+            Some(p) => info(p),
             None => ProcTrack::read(main, host).info(),
         };
         let children = self
             .procs
             .values()
             .filter(|p| p.pid != main)
-            .map(ProcTrack::info)
+            .map(info)
             .collect();
         (target, children)
     }

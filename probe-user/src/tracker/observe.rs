@@ -64,6 +64,7 @@ impl Tracker {
             }
         }
         self.process_exits(now_ns, host, live);
+        self.go_looks_before_signal(now_ns, host);
     }
 
     fn process_exits(&mut self, now_ns: u64, host: &mut dyn Host, live: &mut Vec<LiveEvent>) {

@@ -56,6 +56,7 @@ impl ProcTrack {
             exit_code: self.exit_code,
             killed_by: self.killed_by.clone(),
             ns_pid: self.ns_pid,
+            go_version: None,
         }
     }
 }

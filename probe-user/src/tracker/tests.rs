@@ -359,3 +359,120 @@ fn reset_episode_forgets_the_shutdown_and_the_dead() {
     assert!(!t.watches(PID), "an exited process is dropped");
     assert!(host.forgotten.contains(&PID));
 }
+
+mod go {
+    use std::sync::Arc;
+
+    use probe_lang::go::{GStatus, GoFrame, GoRole, GoSnapshot, Goroutine, GoroutineKey};
+
+    use super::*;
+    use crate::report::{Runtime, WaitingSince};
+
+    fn g(goid: u64, reason: &str, pc: u64, func: &str) -> Goroutine {
+        let frame = GoFrame {
+            pc,
+            function: Arc::from(func),
+            file: Arc::from("/src/app/main.go"),
+            line: 31,
+            inlined: false,
+        };
+        Goroutine {
+            goid,
+            addr: 0xc000_0000 + goid * 0x400,
+            status: GStatus::Waiting,
+            wait_reason: Some(reason.into()),
+            waitsince_ns: 0,
+            thread: None,
+            stack: vec![frame.clone()],
+            created_by: Some(GoFrame {
+                function: Arc::from("main.main"),
+                line: 57,
+                ..frame
+            }),
+            start_fn: Some(Arc::from(func)),
+            parent_goid: Some(1),
+            wait: None,
+            key: GoroutineKey {
+                goid,
+                status: GStatus::Waiting,
+                wait_reason: Some(reason.into()),
+                sched_pc: pc,
+                sched_sp: 0x7000 + goid,
+            },
+            role: GoRole::Application,
+            stack_note: None,
+        }
+    }
+
+    fn look(gs: Vec<Goroutine>) -> GoLook {
+        GoLook {
+            version: "go1.23.9".into(),
+            bias: 0,
+            exe: "/bin/app".into(),
+            snapshot: GoSnapshot {
+                total: gs.len(),
+                goroutines: gs,
+                unreadable: 0,
+                notes: vec![],
+            },
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn looks_before_at_and_after_the_signal_give_waiting_times() {
+        let mut host = FakeHost::default();
+        host.runtimes.insert(PID, Runtime::Go);
+        let leak = g(7, "chan send", 0x4000, "main.worker");
+        let main_before = g(1, "chan receive", 0x5000, "main.main");
+        let main_after = g(1, "semacquire", 0x6000, "main.main");
+        host.go_looks.insert(
+            PID,
+            vec![
+                look(vec![main_before.clone(), leak.clone()]), // first look, 1 s in
+                look(vec![main_before, leak.clone()]),         // at the signal
+                look(vec![main_after, leak]),                  // for the report
+            ],
+        );
+        let mut t = tracker(&mut host);
+        let mut live = Vec::new();
+        t.observe(&[], 100 * MS, &mut host, &mut live);
+        assert_eq!(t.go_keys_held(), 0, "the first look waits a second");
+        t.observe(&[], 1_200 * MS, &mut host, &mut live);
+        assert_eq!(t.go_keys_held(), 2 * 2, "first and before-signal looks");
+        t.handle_event(signal(2_000 * MS), 2_000 * MS, &mut host, &mut live);
+        let _ = t.prepare_report(4_000 * MS, &mut host, 512);
+        let facts = t.goroutine_facts(&[], 4_000 * MS);
+        let by_goid: BTreeMap<u64, &GoroutineFacts> = facts.iter().map(|f| (f.goid, f)).collect();
+        let leak = by_goid[&7];
+        assert!(leak.since_before_signal && leak.unchanged_since_signal);
+        assert_eq!(leak.waiting_since, Some(WaitingSince::Attach));
+        assert_eq!(leak.waiting_ms, Some(2_800));
+        let main = by_goid[&1];
+        assert!(main.seen_at_signal && !main.unchanged_since_signal && !main.since_before_signal);
+        assert_eq!(main.waiting_since, Some(WaitingSince::Look));
+        assert_eq!(main.created_by.as_ref().unwrap().line, Some(57));
+        assert_eq!(t.go_version(PID).as_deref(), Some("go1.23.9"));
+        // The episode is forgotten, the first look is kept.
+        t.reset_episode(&mut host);
+        assert_eq!(t.go_keys_held(), 2 * 2);
+    }
+
+    #[test]
+    fn unreadable_goroutines_say_why() {
+        let mut host = FakeHost::default();
+        host.runtimes.insert(PID, Runtime::Go);
+        let mut t = tracker(&mut host);
+        let mut live = Vec::new();
+        t.observe(&[], 100 * MS, &mut host, &mut live);
+        t.observe(&[], 1_200 * MS, &mut host, &mut live);
+        let notes = t.go_notes();
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("could not be read (not a Go process)")),
+            "{notes:?}"
+        );
+        assert!(t.goroutine_facts(&[], 2_000 * MS).is_empty());
+    }
+}

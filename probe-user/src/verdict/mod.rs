@@ -4,7 +4,11 @@
 //! Pure logic over the per-thread facts the session collected, so it is unit-tested without a
 //! kernel. Exit codes follow from it: 0 clean or observed, 1 stalled.
 
+mod goroutines;
+
 use std::collections::BTreeMap;
+
+pub use goroutines::GoJudged;
 
 use crate::{
     events::SignalInfo,
@@ -14,7 +18,7 @@ use crate::{
     },
     runtime, signals,
     stack::top_app_frame,
-    tracker::ThreadFacts,
+    tracker::{GoroutineFacts, ThreadFacts},
 };
 
 /// How the watch ended (decides what the verdict can say).
@@ -53,6 +57,8 @@ pub struct Judged {
     pub shutdown: Option<ShutdownReport>,
     pub summary: Vec<String>,
     pub threads: Vec<ThreadJudgement>,
+    /// The goroutines of Go targets, judged and grouped.
+    pub go: GoJudged,
 }
 
 /// What the verdict says about one thread.
@@ -75,8 +81,14 @@ pub fn exit_code(v: Verdict) -> i32 {
 /// A thread counts as spinning when it used at least this share of a CPU after the signal.
 const SPIN_SHARE: f64 = 0.5;
 
-/// Classify roles, flag threads and decide the verdict.
-pub fn judge(threads: &[ThreadFacts], ctx: &Context<'_>, deadlocks: &[Deadlock]) -> Judged {
+/// Classify roles, flag threads (and goroutines) and decide the verdict.
+pub fn judge(
+    threads: &[ThreadFacts],
+    gs: &[GoroutineFacts],
+    ctx: &Context<'_>,
+    deadlocks: &[Deadlock],
+) -> Judged {
+    let quiet_go = || goroutines::judge(gs, None, ctx.judged_pids);
     let deadlock_lines: Vec<String> = deadlocks
         .iter()
         .map(|d| format!("deadlock: {}", d.describe()))
@@ -114,6 +126,7 @@ pub fn judge(threads: &[ThreadFacts], ctx: &Context<'_>, deadlocks: &[Deadlock])
             shutdown: None,
             summary,
             threads: judged,
+            go: quiet_go(),
         };
     };
     let sig_name = signals::name(sig.sig);
@@ -143,6 +156,7 @@ pub fn judge(threads: &[ThreadFacts], ctx: &Context<'_>, deadlocks: &[Deadlock])
                 format_ms_u64(ctx.grace_ms)
             )],
             threads: judged,
+            go: quiet_go(),
         };
     }
     if ctx.process_exit_ns.is_none() && ctx.end != EndReason::GraceExpired {
@@ -155,6 +169,7 @@ pub fn judge(threads: &[ThreadFacts], ctx: &Context<'_>, deadlocks: &[Deadlock])
                 format_ms_u64(ctx.grace_ms)
             )],
             threads: judged,
+            go: quiet_go(),
         };
     }
 
@@ -200,7 +215,10 @@ pub fn judge(threads: &[ThreadFacts], ctx: &Context<'_>, deadlocks: &[Deadlock])
         j.reason = Some(reason);
     }
     summary.extend(deadlock_lines);
-    if flagged == 0 && runtime_idle > 0 {
+    let go = goroutines::judge(gs, Some(&sig_name), ctx.judged_pids);
+    let go_flagged = go.groups.iter().filter(|g| g.flagged).count();
+    summary.extend(go.summary.iter().cloned());
+    if flagged == 0 && runtime_idle > 0 && go_flagged == 0 {
         let rt = threads
             .iter()
             .find_map(|t| ctx.runtimes.get(&t.pid))
@@ -224,6 +242,7 @@ pub fn judge(threads: &[ThreadFacts], ctx: &Context<'_>, deadlocks: &[Deadlock])
         shutdown: Some(shutdown),
         summary,
         threads: judged,
+        go,
     }
 }
 
@@ -338,7 +357,7 @@ mod tests {
         for t in ts.iter_mut() {
             t.runnable_share = c.1.get(&t.tid).copied().unwrap_or(0.0);
         }
-        judge(ts, &c.0, &[])
+        judge(ts, &[], &c.0, &[])
     }
 
     fn thread(tid: u32, state: ThreadState) -> ThreadFacts {

@@ -20,7 +20,7 @@ use crate::{
     procfs::SyscallState,
     report::*,
     tracker::{
-        Tracker, TrackerConfig,
+        GoLook, Tracker, TrackerConfig,
         fake::{FakeHost, MS, PID, asleep, running, signal, task_state},
     },
     verdict::EndReason,
@@ -164,14 +164,148 @@ fn epoll_set() -> FdObject {
     }
 }
 
+/// Goroutines of the Go target: 2 leaked in a channel send (one group), one in a read
+/// syscall on thread 101 (tid 2 in the target's namespace), main in wg.Wait() after the
+/// signal, a runtime worker.
+fn goroutines(main_moved: bool) -> GoLook {
+    use std::sync::Arc;
+
+    use probe_lang::go::{
+        ChanOp, ChanWait, GStatus, GoFrame, GoRole, GoSnapshot, Goroutine, GoroutineKey,
+    };
+    let frame = |func: &str, line: u32, pc: u64| GoFrame {
+        pc,
+        function: Arc::from(func),
+        file: Arc::from(if func.starts_with("main.") {
+            "/src/app/main.go"
+        } else {
+            "/go/src/runtime/proc.go"
+        }),
+        line,
+        inlined: false,
+    };
+    let g = |goid: u64,
+             status: GStatus,
+             reason: Option<&str>,
+             func: &str,
+             line: u32,
+             wait: Option<ChanWait>| Goroutine {
+        goid,
+        addr: 0xc000_0000 + goid * 0x400,
+        status,
+        wait_reason: reason.map(Into::into),
+        waitsince_ns: 0,
+        thread: (status == GStatus::Syscall).then_some(2),
+        stack: vec![
+            GoFrame {
+                inlined: true,
+                ..frame("runtime.gopark", 398, 0x43_0000)
+            },
+            frame(func, line, 0x48_0000 + line as u64),
+        ],
+        created_by: Some(frame("main.main", 57, 0x48_1000)),
+        start_fn: Some(Arc::from(func)),
+        parent_goid: Some(1),
+        wait,
+        key: GoroutineKey {
+            goid,
+            status,
+            wait_reason: reason.map(Into::into),
+            sched_pc: 0x43_0000 + line as u64,
+            sched_sp: 0xc000_8000 + goid,
+        },
+        role: if func.starts_with("runtime.") {
+            GoRole::Runtime
+        } else {
+            GoRole::Application
+        },
+        stack_note: None,
+    };
+    let chan = ChanWait {
+        addr: 0xc000_0100,
+        cap: 0,
+        len: 0,
+        closed: false,
+        senders: 2,
+        receivers: 0,
+        op: ChanOp::Send,
+        cases: 1,
+    };
+    let main = if main_moved {
+        g(
+            1,
+            GStatus::Waiting,
+            Some("sync.WaitGroup.Wait"),
+            "main.main",
+            70,
+            None,
+        )
+    } else {
+        g(
+            1,
+            GStatus::Waiting,
+            Some("chan receive"),
+            "main.main",
+            66,
+            None,
+        )
+    };
+    let gs = vec![
+        main,
+        g(
+            2,
+            GStatus::Waiting,
+            Some("force gc (idle)"),
+            "runtime.forcegchelper",
+            300,
+            None,
+        ),
+        g(
+            7,
+            GStatus::Waiting,
+            Some("chan send"),
+            "main.submit",
+            31,
+            Some(chan.clone()),
+        ),
+        g(
+            8,
+            GStatus::Waiting,
+            Some("chan send"),
+            "main.submit",
+            31,
+            Some(chan),
+        ),
+        g(9, GStatus::Syscall, None, "main.readLine", 25, None),
+    ];
+    GoLook {
+        version: "go1.23.9".into(),
+        bias: 0x5555_0000_0000,
+        exe: "/bin/app".into(),
+        snapshot: GoSnapshot {
+            total: gs.len() + 1,
+            goroutines: gs,
+            unreadable: 1,
+            notes: vec!["test: runtime.g layout from DWARF".into()],
+        },
+        notes: vec!["test: pclntab 1.20".into()],
+    }
+}
+
 /// The fixed session: threads blocked in a read (socket), in an epoll_wait, two in an AB-BA
 /// mutex deadlock, one in an unprobed call, one spinning, one exited; a followed child that
-/// exited and one killed; a slow call; SIGTERM and the grace period running out.
+/// exited and one killed; a slow call; SIGTERM and the grace period running out; and the
+/// target is a Go program whose goroutines are read.
 fn fixed_report() -> Report {
     let mut host = FakeHost::default();
     // The target runs in its own pid namespace.
     host.ns_ids
         .extend([(PID, 1), (101, 2), (102, 3), (103, 4), (104, 5), (105, 6)]);
+    host.runtimes.insert(PID, Runtime::Go);
+    host.go_looks.insert(
+        PID,
+        vec![goroutines(false), goroutines(false), goroutines(true)],
+    );
     let mut t = Tracker::new(
         TrackerConfig {
             threshold_ns: 500 * MS,
@@ -260,7 +394,9 @@ fn fixed_report() -> Report {
         })
         .collect::<Vec<_>>()
     };
+    t.observe(&snaps(60 * MS), 60 * MS, &mut host, &mut live);
     t.observe(&snaps(1_000 * MS), 1_000 * MS, &mut host, &mut live);
+    t.observe(&snaps(1_100 * MS), 1_100 * MS, &mut host, &mut live);
     t.handle_event(
         Event::SlowCall(Box::new(SlowCall {
             tid: 101,
@@ -390,6 +526,22 @@ fn the_fixed_session_covers_the_report() {
     let r = fixed_report();
     assert_eq!(r.verdict, Verdict::Stalled);
     assert_eq!(r.deadlocks.len(), 1, "{:?}", r.deadlocks);
+    assert_eq!(r.goroutines_total, Some(5));
+    let flagged: Vec<(u64, u64)> = r.flagged_groups().map(|g| (g.count, g.goids[0])).collect();
+    assert_eq!(
+        flagged,
+        [(2, 7), (1, 1), (1, 9)],
+        "{:#?}",
+        r.goroutine_groups
+    );
+    let reader = r.goroutines.iter().find(|g| g.goid == 9).unwrap();
+    assert_eq!(reader.thread, Some(101), "namespace tid 2 is thread 101");
+    match &reader.wait {
+        Some(GoWait::Thread { wait: Some(w), .. }) => {
+            assert!(w.describe().contains("unix stream"), "{}", w.describe())
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(r.children.len(), 2);
     assert!(r.slow_calls_total == 1 && !r.timeline.is_empty());
     let by_tid: BTreeMap<u32, &ThreadReport> = r.threads.iter().map(|t| (t.tid, t)).collect();

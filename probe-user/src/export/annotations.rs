@@ -72,7 +72,12 @@ pub fn annotation_site<'a>(
     t: &'a ThreadReport,
     roots: &[PathBuf],
 ) -> Option<(&'a Frame, String, u32)> {
-    super::profile_stack(t)
+    stack_site(super::profile_stack(t), roots)
+}
+
+/// The first application frame of `stack` in the workspace, with its relative path and line.
+fn stack_site<'a>(stack: &'a [Frame], roots: &[PathBuf]) -> Option<(&'a Frame, String, u32)> {
+    stack
         .iter()
         .filter(|f| f.function.is_some() && !crate::stack::is_system_frame(f))
         .find_map(|f| {
@@ -85,19 +90,36 @@ pub fn annotation_site<'a>(
 /// The `::error` lines for a report (without trailing newlines). `roots` are the workspace
 /// directory as given and, when it differs, as resolved through symlinks.
 pub fn annotations(r: &Report, roots: &[PathBuf]) -> Vec<String> {
-    r.flagged()
-        .filter_map(|t| {
-            let (_, file, line) = annotation_site(t, roots)?;
-            let title = format!("stallprobe: thread {} stalled", t.name);
-            let message = t.reason.as_deref().unwrap_or("flagged");
-            Some(format!(
-                "::error file={},line={line},title={}::{}",
-                escape_property(&file),
-                escape_property(&title),
-                escape_data(message)
-            ))
-        })
-        .collect()
+    let line = |file: &str, line: u32, title: &str, message: &str| {
+        format!(
+            "::error file={},line={line},title={}::{}",
+            escape_property(file),
+            escape_property(title),
+            escape_data(message)
+        )
+    };
+    let threads = r.flagged().filter_map(|t| {
+        let (_, file, l) = annotation_site(t, roots)?;
+        let title = format!("stallprobe: thread {} stalled", t.name);
+        Some(line(
+            &file,
+            l,
+            &title,
+            t.reason.as_deref().unwrap_or("flagged"),
+        ))
+    });
+    // Goroutines at their own source line (the blocking statement).
+    let groups = r.flagged_groups().filter_map(|g| {
+        let (_, file, l) = stack_site(&g.stack, roots)?;
+        let title = format!("stallprobe: {} stalled", g.who());
+        Some(line(
+            &file,
+            l,
+            &title,
+            g.reason.as_deref().unwrap_or("flagged"),
+        ))
+    });
+    threads.chain(groups).collect()
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::report::{Frame, Report, ThreadReport, basename};
+use crate::report::{Frame, GoroutineGroup, Report, ThreadReport, basename};
 
 /// A frame name safe for the format: no `;` (the separator; Rust's `[u8; 8]` becomes
 /// `[u8, 8]`), no line breaks, not empty.
@@ -61,11 +61,24 @@ pub fn stack_line(t: &ThreadReport) -> String {
     parts.join(";")
 }
 
+/// One goroutine group's stack, outermost first, under the root `goroutines`.
+pub fn group_line(g: &GoroutineGroup) -> String {
+    let mut parts = vec!["goroutines".to_string()];
+    parts.extend(g.stack.iter().rev().map(user_frame_name));
+    if parts.len() == 1 {
+        parts.push("[no stack]".into());
+    }
+    parts.join(";")
+}
+
 /// The folded lines (`stack weight`), sorted, merged, each without a newline.
 pub fn folded_lines(r: &Report) -> Vec<String> {
     let mut merged: BTreeMap<String, u64> = BTreeMap::new();
     for (t, w) in super::weighted_threads(r) {
         *merged.entry(stack_line(t)).or_default() += w;
+    }
+    for (g, w) in super::weighted_groups(r) {
+        *merged.entry(group_line(g)).or_default() += w;
     }
     merged
         .into_iter()

@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 
 use super::frame_listing;
-use crate::report::{Report, ThreadReport, Verdict};
+use crate::report::{GoroutineGroup, Report, ThreadReport, Verdict};
 
 /// Text content for XML 1.0: `&`, `<`, `>` escaped, characters XML cannot hold (control
 /// characters other than tab and newlines, lone surrogates cannot occur in `str`, U+FFFE/U+FFFF)
@@ -93,14 +93,49 @@ pub fn failure_body(t: &ThreadReport) -> String {
     b
 }
 
-/// The JUnit XML document for a report.
+/// The failure body of a flagged goroutine group: the reason, the goids, the stack, the
+/// creator.
+pub fn group_failure_body(g: &GoroutineGroup) -> String {
+    let mut b = String::new();
+    let _ = writeln!(b, "{}", g.reason.as_deref().unwrap_or("flagged"));
+    let goids: Vec<String> = g.goids.iter().map(u64::to_string).collect();
+    let _ = writeln!(
+        b,
+        "\n{}: state {}{}, goid {}{}",
+        g.who(),
+        g.state,
+        g.wait_reason
+            .as_ref()
+            .map(|w| format!(" ({w})"))
+            .unwrap_or_default(),
+        goids.join(", "),
+        if g.count as usize > g.goids.len() {
+            ", …"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(b, "\ngoroutine stack:");
+    for (i, f) in g.stack.iter().enumerate() {
+        let _ = writeln!(b, "  {}", frame_listing(i, f));
+    }
+    if let Some(c) = &g.created_by {
+        let _ = writeln!(b, "\ncreated by {}", super::frame_where(c));
+    }
+    b
+}
+
+/// The JUnit XML document for a report: one failing test case per flagged thread and per
+/// flagged goroutine group.
 pub fn junit(r: &Report) -> String {
     let flagged: Vec<&ThreadReport> = r.flagged().collect();
+    let groups: Vec<&GoroutineGroup> = r.flagged_groups().collect();
     let stalled = r.verdict == Verdict::Stalled;
-    let (tests, failures) = if flagged.is_empty() {
+    let cases = flagged.len() + groups.len();
+    let (tests, failures) = if cases == 0 {
         (1, usize::from(stalled))
     } else {
-        (flagged.len(), flagged.len())
+        (cases, cases)
     };
     let time = xml_seconds(r.session.watched_ms);
     let comm = escape_attr(&r.target.comm);
@@ -142,7 +177,7 @@ pub fn junit(r: &Report) -> String {
     }
     o.push_str("    </properties>\n");
 
-    if flagged.is_empty() {
+    if cases == 0 {
         let case_time = r
             .shutdown
             .as_ref()
@@ -189,6 +224,24 @@ pub fn junit(r: &Report) -> String {
             "      <failure message=\"{}\" type=\"stalled\">{}</failure>",
             escape_attr(msg),
             escape_text(&failure_body(t))
+        );
+        o.push_str("    </testcase>\n");
+    }
+    for g in &groups {
+        let func = crate::stack::top_app_frame(&g.stack).unwrap_or_default();
+        let name = format!("{} {func}", g.who());
+        let msg = g.reason.as_deref().unwrap_or("flagged");
+        let _ = writeln!(
+            o,
+            "    <testcase classname=\"{comm}\" name=\"{}\" time=\"{}\">",
+            escape_attr(&name),
+            xml_seconds(g.waiting_ms.unwrap_or(0))
+        );
+        let _ = writeln!(
+            o,
+            "      <failure message=\"{}\" type=\"stalled\">{}</failure>",
+            escape_attr(msg),
+            escape_text(&group_failure_body(g))
         );
         o.push_str("    </testcase>\n");
     }

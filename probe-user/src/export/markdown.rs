@@ -212,6 +212,7 @@ pub fn summary(r: &Report) -> String {
             let _ = writeln!(o, "{fence}\n{body}{fence}\n\n</details>\n");
         }
     }
+    goroutine_groups(&mut o, r);
     if r.dropped_events > 0 {
         let _ = writeln!(
             o,
@@ -226,6 +227,45 @@ pub fn summary(r: &Report) -> String {
         o.push('\n');
     }
     o
+}
+
+/// Flagged goroutine groups of Go targets: a table, then each group's stack.
+fn goroutine_groups(o: &mut String, r: &Report) {
+    let groups: Vec<_> = r.flagged_groups().collect();
+    if groups.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "#### Flagged goroutines\n");
+    let _ = writeln!(o, "| goroutines | wait | for | where | reason |");
+    let _ = writeln!(o, "|---:|---|---:|---|---|");
+    for g in &groups {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} |",
+            g.count,
+            escape_inline(g.wait_reason.as_deref().unwrap_or(&g.state)),
+            g.waited().unwrap_or_default(),
+            escape_inline(&crate::stack::top_app_frame(&g.stack).unwrap_or_default()),
+            escape_inline(g.reason.as_deref().unwrap_or(""))
+        );
+    }
+    o.push('\n');
+    for g in &groups {
+        let _ = writeln!(
+            o,
+            "<details><summary><b>{}</b></summary>\n",
+            escape_html(&g.who())
+        );
+        let mut body = String::new();
+        for (i, f) in g.stack.iter().enumerate().take(TOP_FRAMES) {
+            let _ = writeln!(body, "{}", frame_listing(i, f));
+        }
+        if let Some(c) = &g.created_by {
+            let _ = writeln!(body, "created by {}", super::frame_where(c));
+        }
+        let fence = fence_for(&body);
+        let _ = writeln!(o, "{fence}\n{body}{fence}\n\n</details>\n");
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,11 @@
 //!
 //! So the total of a profile is the sum of the included threads' weights: the sum of
 //! `blocked_ms` over blocked and sleeping threads, plus 1 ms per flagged thread that has none.
+//!
+//! For Go targets the goroutines come on top, one sample per group ([`weighted_groups`]):
+//! a waiting group weighs `count × waiting_ms` (every member has been waiting at least that
+//! long), a flagged group at least `count` ms; the stack is the goroutine's, under a root
+//! frame `goroutines`.
 
 pub mod annotations;
 pub mod flamegraph;
@@ -44,7 +49,7 @@ pub mod text;
 
 pub use outputs::OutputOptions;
 
-use crate::report::{Frame, Report, ThreadReport, ThreadState};
+use crate::report::{Frame, GoroutineGroup, Report, ThreadReport, ThreadState};
 
 /// A thread's weight in the profile-like exports, in ms of blocked time (`None`: left out).
 /// See the module documentation.
@@ -81,10 +86,25 @@ pub fn weighted_threads(r: &Report) -> impl Iterator<Item = (&ThreadReport, u64)
         .filter_map(|t| weight_ms(t).map(|w| (t, w)))
 }
 
+/// The goroutine groups the profile-like exports include, with their weights (see the
+/// module documentation).
+pub fn weighted_groups(r: &Report) -> impl Iterator<Item = (&GoroutineGroup, u64)> {
+    r.goroutine_groups.iter().filter_map(|g| {
+        let waited = g.waiting_ms.unwrap_or(0).saturating_mul(g.count);
+        let w = if g.flagged {
+            waited.max(g.count)
+        } else {
+            waited
+        };
+        (w > 0).then_some((g, w))
+    })
+}
+
 /// The sum of the weights: a profile's total, in ms.
 #[cfg(test)]
 pub fn total_weight_ms(r: &Report) -> u64 {
-    weighted_threads(r).map(|(_, w)| w).sum()
+    weighted_threads(r).map(|(_, w)| w).sum::<u64>()
+        + weighted_groups(r).map(|(_, w)| w).sum::<u64>()
 }
 
 /// The report's wait-for cycles that no summary line states already.
@@ -99,11 +119,16 @@ pub(crate) fn unstated_deadlocks(r: &Report) -> Vec<String> {
 /// `function file:line` of one frame for a stack listing (JUnit bodies, Markdown details):
 /// full file path, since CI logs are read next to the source tree.
 pub(crate) fn frame_listing(i: usize, f: &Frame) -> String {
+    format!("#{i:<2} {}", frame_where(f))
+}
+
+/// `function file:line [module]` of one frame, without an index (a goroutine's creator).
+pub(crate) fn frame_where(f: &Frame) -> String {
     let func = f
         .function
         .clone()
         .unwrap_or_else(|| format!("{:#x}", f.addr));
-    let mut s = format!("#{i:<2} {func}");
+    let mut s = func;
     match (&f.file, f.line) {
         (Some(file), Some(line)) => s.push_str(&format!("  {file}:{line}")),
         (Some(file), None) => s.push_str(&format!("  {file}")),
@@ -300,6 +325,62 @@ pub(crate) mod testutil {
         }
     }
 
+    /// A Go target: 2,000 goroutines leaked in a channel send and `main` in wg.Wait() flagged,
+    /// a runtime goroutine not.
+    pub fn go_report() -> Report {
+        let mut r = report();
+        r.target.runtime = Runtime::Go;
+        r.target.go_version = Some("go1.23.9".into());
+        for t in &mut r.threads {
+            t.flagged = false;
+            t.reason = None;
+            t.role = Role::Runtime;
+        }
+        let gsrc = "/ws/tests/workloads/go/pool_gone.go";
+        let gexe = "/ws/target/pool_gone";
+        let runtime_frame = |f: &str, line| frame(f, "/usr/lib/go/src/runtime/proc.go", line, gexe);
+        let group = |count, goids: Vec<u64>, reason: &str, func: &str, line, flagged| {
+            GoroutineGroup {
+            pid: 100,
+            count,
+            goids,
+            state: "waiting".into(),
+            wait_reason: Some(reason.into()),
+            waiting_ms: Some(4000),
+            stack: vec![runtime_frame("runtime.gopark", 398), frame(func, gsrc, line, gexe)],
+            created_by: Some(frame("main.main", gsrc, 50, gexe)),
+            role: if flagged { Role::App } else { Role::Runtime },
+            flagged,
+            reason: flagged.then(|| format!("blocked in {reason} at {func} (pool_gone.go:{line}) since before SIGTERM (≥ 4s)")),
+        }
+        };
+        r.goroutine_groups = vec![
+            group(
+                2000,
+                (10..20).collect(),
+                "chan send",
+                "main.submit",
+                28,
+                true,
+            ),
+            group(1, vec![1], "semacquire", "main.main", 59, true),
+            group(
+                1,
+                vec![2],
+                "force gc (idle)",
+                "runtime.forcegchelper",
+                300,
+                false,
+            ),
+        ];
+        r.goroutines_total = Some(2002);
+        r.summary = vec![
+            "stalled: still alive 2s after SIGTERM".into(),
+            "2000 goroutines (main.submit): blocked in chan send".into(),
+        ];
+        r
+    }
+
     /// The same target shutting down cleanly: nothing flagged, everything exited.
     pub fn clean_report() -> Report {
         let mut r = report();
@@ -326,6 +407,52 @@ pub(crate) mod testutil {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn goroutine_groups_go_everywhere_a_report_goes() {
+        let r = testutil::go_report();
+        // JUnit: a failing case per flagged group.
+        let x = junit::junit(&r);
+        assert!(x.contains("tests=\"2\" failures=\"2\""), "{x}");
+        assert!(
+            x.contains("name=\"2000 goroutines main.submit (pool_gone.go:28)\""),
+            "{x}"
+        );
+        assert!(x.contains("created by main.main"), "{x}");
+        // Annotations at the goroutine's own line.
+        let a = annotations::annotations(&r, &[std::path::PathBuf::from("/ws")]);
+        assert!(
+            a.iter().any(|l| l.starts_with("::error file=tests/workloads/go/pool_gone.go,line=28,title=stallprobe%3A 2000 goroutines stalled::")),
+            "{a:?}"
+        );
+        // Markdown: the table of flagged goroutines.
+        let md = markdown::summary(&r);
+        assert!(md.contains("#### Flagged goroutines"), "{md}");
+        assert!(
+            md.contains(r"| 2000 | chan send | ≥ 4s | main.submit (pool\_gone.go:28) |"),
+            "{md}"
+        );
+        // Folded and pprof: goroutine stacks weighted by waiting time (count × ms).
+        let folded = folded::folded(&r);
+        assert!(
+            folded.contains("goroutines;main.submit;runtime.gopark 8000000"),
+            "{folded}"
+        );
+        assert!(
+            folded.contains("goroutines;runtime.forcegchelper;runtime.gopark 4000"),
+            "{folded}"
+        );
+        let p = pprof::profile(&r);
+        let total: i64 = p.sample.iter().map(|s| s.value[0]).sum();
+        assert_eq!(total as u64, total_weight_ms(&r));
+        // The text report has its GOROUTINES section.
+        let t = text::text(&r, style::Style { color: false });
+        assert!(
+            t.contains("GOROUTINES  2002 goroutines in 3 groups (go1.23.9)"),
+            "{t}"
+        );
+        assert!(t.contains("● 2000 goroutines — chan send, ≥ 4s"), "{t}");
+    }
 
     #[test]
     fn weights_follow_the_documented_rules() {

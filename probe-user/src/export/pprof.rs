@@ -16,7 +16,7 @@
 
 use std::{collections::HashMap, io::Write as _};
 
-use crate::report::{Frame, Report, ThreadReport, Verdict};
+use crate::report::{Frame, GoroutineGroup, Report, ThreadReport, Verdict};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Profile {
@@ -328,6 +328,27 @@ impl Builder {
     }
 }
 
+impl Builder {
+    /// A goroutine group: its stack, labelled with the count, wait reason, role and flag.
+    fn group_sample(&mut self, g: &GoroutineGroup, weight: u64) -> Sample {
+        let location_id = self.user_locations(&g.stack);
+        let mut label = vec![
+            self.label_str("goroutines", &g.count.to_string()),
+            self.label_str("state", &g.state),
+            self.label_str("role", g.role.as_str()),
+            self.label_str("flagged", if g.flagged { "true" } else { "false" }),
+        ];
+        if let Some(w) = &g.wait_reason {
+            label.push(self.label_str("wait_reason", w));
+        }
+        Sample {
+            location_id,
+            value: vec![weight as i64],
+            label,
+        }
+    }
+}
+
 /// The profile as a message (before encoding and gzip).
 pub fn profile(r: &Report) -> Profile {
     let mut b = Builder::new();
@@ -360,9 +381,10 @@ pub fn profile(r: &Report) -> Profile {
             }
         }
     }
-    let samples: Vec<Sample> = super::weighted_threads(r)
+    let mut samples: Vec<Sample> = super::weighted_threads(r)
         .map(|(t, w)| b.sample(t, w))
         .collect();
+    samples.extend(super::weighted_groups(r).map(|(g, w)| b.group_sample(g, w)));
     b.p.sample = samples;
     b.p
 }

@@ -138,6 +138,14 @@ pub fn journal_entries(report: &Report, unit: &str) -> Vec<Vec<(&'static str, St
             .to_string(),
         ),
         ("STALLPROBE_FLAGGED", flagged.len().to_string()),
+        (
+            "STALLPROBE_FLAGGED_GOROUTINES",
+            report
+                .flagged_groups()
+                .map(|g| g.count)
+                .sum::<u64>()
+                .to_string(),
+        ),
         ("STALLPROBE_SUMMARY", report.summary.join("\n")),
     ];
     common(&mut summary);
@@ -179,6 +187,37 @@ pub fn journal_entries(report: &Report, unit: &str) -> Vec<Vec<(&'static str, St
             ("STALLPROBE_REASON", reason),
             ("STALLPROBE_STACK", stack.join("\n")),
             ("STALLPROBE_KERNEL_STACK", kernel.join("\n")),
+        ];
+        common(&mut e);
+        entries.push(e);
+    }
+    // One entry per flagged goroutine group (Go targets).
+    for g in report.flagged_groups() {
+        let stack: Vec<String> = g.stack.iter().map(crate::report::Frame::short).collect();
+        let reason = g.reason.clone().unwrap_or_default();
+        let mut e = vec![
+            (
+                "MESSAGE",
+                format!("stallprobe: {label}: {} {reason}", g.who()),
+            ),
+            ("PRIORITY", priority::ERR.to_string()),
+            ("STALLPROBE_THREAD_PID", g.pid.to_string()),
+            ("STALLPROBE_GOROUTINES", g.count.to_string()),
+            (
+                "STALLPROBE_GOIDS",
+                g.goids
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            ("STALLPROBE_STATE", g.state.clone()),
+            (
+                "STALLPROBE_WAIT_REASON",
+                g.wait_reason.clone().unwrap_or_default(),
+            ),
+            ("STALLPROBE_REASON", reason),
+            ("STALLPROBE_STACK", stack.join("\n")),
         ];
         common(&mut e);
         entries.push(e);

@@ -28,6 +28,8 @@ pub struct Snapshot {
     pub dropped: Counters,
     /// Flagged threads of the last verdict.
     pub flagged: u64,
+    /// Flagged goroutines of the last verdict (Go targets).
+    pub flagged_goroutines: u64,
     /// Verdicts given, by kind.
     pub verdicts: BTreeMap<&'static str, u64>,
 }
@@ -46,6 +48,7 @@ impl Default for Snapshot {
             }; NUM_CALLS],
             dropped: Counters::default(),
             flagged: 0,
+            flagged_goroutines: 0,
             verdicts: BTreeMap::new(),
         }
     }
@@ -155,6 +158,17 @@ pub fn render(s: &Snapshot, unit: &str) -> String {
     );
     let _ = writeln!(o, "# TYPE stallprobe_flagged_threads gauge");
     let _ = writeln!(o, "stallprobe_flagged_threads{} {}", lbl(""), s.flagged);
+    let _ = writeln!(
+        o,
+        "# HELP stallprobe_flagged_goroutines Goroutines flagged by the last shutdown verdict (Go targets)."
+    );
+    let _ = writeln!(o, "# TYPE stallprobe_flagged_goroutines gauge");
+    let _ = writeln!(
+        o,
+        "stallprobe_flagged_goroutines{} {}",
+        lbl(""),
+        s.flagged_goroutines
+    );
     let _ = writeln!(
         o,
         "# HELP stallprobe_verdicts Shutdown verdicts given, by verdict."

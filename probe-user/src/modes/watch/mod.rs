@@ -73,6 +73,7 @@ struct WatchMode<'a> {
     metrics: Option<Arc<Mutex<String>>>,
     last_watchdog: Instant,
     flagged_last: u64,
+    flagged_goroutines_last: u64,
     verdicts: BTreeMap<&'static str, u64>,
 }
 
@@ -89,6 +90,7 @@ impl WatchMode<'_> {
     fn episode(&mut self, session: &mut Session, end: EndReason) {
         let report = session.report(end);
         self.flagged_last = report.flagged().count() as u64;
+        self.flagged_goroutines_last = report.flagged_groups().map(|g| g.count).sum();
         let v = verdict_name(report.verdict);
         *self.verdicts.entry(v).or_default() += 1;
         if let Some(j) = &self.journal {
@@ -174,6 +176,7 @@ impl Mode for WatchMode<'_> {
                 calls: session.tracker().total_stats(),
                 dropped: session.counters(),
                 flagged: self.flagged_last,
+                flagged_goroutines: self.flagged_goroutines_last,
                 verdicts: self.verdicts.clone(),
             };
             if let Ok(mut t) = text.lock() {
@@ -245,6 +248,7 @@ pub async fn run(args: WatchArgs) -> Result<i32, StallError> {
         metrics,
         last_watchdog: Instant::now(),
         flagged_last: 0,
+        flagged_goroutines_last: 0,
         verdicts: BTreeMap::new(),
     };
     if let Some(n) = &mode.notifier {

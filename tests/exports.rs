@@ -514,3 +514,78 @@ fn an_export_that_cannot_be_written_is_exit_code_2_before_watching() {
         );
     }
 }
+
+/// A Go service that does not shut down: the exports name the goroutines, not the idle
+/// runtime threads — a failing JUnit case and an annotation per flagged goroutine group (at
+/// the goroutine's own line), the Markdown table, and goroutine stacks in the profiles.
+#[test]
+fn go_stall_exports_name_the_goroutines() {
+    let bin = build_go_with("select_send", "1.23.9", GoBuild::Plain);
+    let (run, stdout, r, out) = run_as_github_step("go-select-send", &[bin.to_str().unwrap()]);
+    assert_stalled(&run, &r);
+    let groups: Vec<&Value> = goroutine_groups(&r)
+        .iter()
+        .filter(|g| g["flagged"] == true)
+        .collect();
+    assert_eq!(groups.len(), 2, "{}", describe_goroutines(&r));
+    let worker = groups
+        .iter()
+        .find(|g| stack_functions(g).iter().any(|f| f == "main.worker"))
+        .unwrap_or_else(|| panic!("{}", describe_goroutines(&r)));
+    let line = frame(worker, "main.worker").unwrap()["line"]
+        .as_u64()
+        .unwrap();
+
+    // JUnit: one failing case per flagged thread and per flagged goroutine group.
+    let suite = junit_suite(&out.junit);
+    let flagged_threads = threads(&r).iter().filter(|t| t["flagged"] == true).count();
+    assert_eq!(
+        suite["counted"]["failures"].as_u64(),
+        Some((flagged_threads + groups.len()) as u64),
+        "{suite}"
+    );
+    let xml = read(&out.junit);
+    assert!(
+        xml.contains(&format!("main.worker (select_send.go:{line})")),
+        "{xml}"
+    );
+
+    // The annotation points at the goroutine's blocking statement in the workspace.
+    let want = format!(
+        "::error file=tests/workloads/go/select_send.go,line={line},title=stallprobe%3A goroutine {} stalled::",
+        worker["goids"][0]
+    );
+    assert!(
+        stdout.commands.iter().any(|c| c.starts_with(&want)),
+        "{want}\n{:?}",
+        stdout.commands
+    );
+
+    // Markdown, in the file and appended to the step summary.
+    for md in [read(&out.summary), read(&out.step_summary)] {
+        assert!(md.contains("#### Flagged goroutines"), "{md}");
+        assert!(md.contains("main.worker"), "{md}");
+    }
+
+    // Profiles: the goroutine groups are samples, weighted count × waited ms.
+    let (values, text) = pprof_samples(&out.pprof);
+    let group_weight: u64 = goroutine_groups(&r)
+        .iter()
+        .map(|g| {
+            let waited = g["waiting_ms"].as_u64().unwrap_or(0) * g["count"].as_u64().unwrap();
+            if g["flagged"] == true {
+                waited.max(g["count"].as_u64().unwrap())
+            } else {
+                waited
+            }
+        })
+        .sum();
+    assert_eq!(
+        values.iter().sum::<u64>(),
+        total_weight(&r) + group_weight,
+        "{text}"
+    );
+    assert!(text.contains("main.worker"), "{text}");
+    let svg = read(&out.flamegraph);
+    assert!(svg.contains("main.worker"), "flame graph has the goroutine");
+}

@@ -247,4 +247,35 @@ mod tests {
         let e = encode(&[("_PID", "1".into())]);
         assert_eq!(e, b"PID=1\n");
     }
+
+    #[test]
+    fn flagged_goroutine_groups_are_journal_entries() {
+        let r = crate::export::testutil::go_report();
+        let entries = journal_entries(&r, "app.service");
+        let field = |e: &Vec<(&str, String)>, k: &str| {
+            e.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            field(&entries[0], "STALLPROBE_FLAGGED_GOROUTINES").as_deref(),
+            Some("2001")
+        );
+        let groups: Vec<&Vec<(&str, String)>> = entries
+            .iter()
+            .filter(|e| field(e, "STALLPROBE_GOROUTINES").is_some())
+            .collect();
+        assert_eq!(groups.len(), 2);
+        assert_eq!(
+            field(groups[0], "STALLPROBE_GOROUTINES").as_deref(),
+            Some("2000")
+        );
+        assert!(
+            field(groups[0], "STALLPROBE_STACK")
+                .unwrap()
+                .contains("main.submit (pool_gone.go:28)")
+        );
+        assert_eq!(
+            field(groups[0], "STALLPROBE_UNIT").as_deref(),
+            Some("app.service")
+        );
+    }
 }

@@ -273,6 +273,7 @@ mod tests {
     fn exposition_has_types_and_eof() {
         let mut s = Snapshot {
             processes: 2,
+            flagged_goroutines: 2001,
             ..Snapshot::default()
         };
         s.blocked.insert(("futex", "app"), 3);
@@ -288,6 +289,7 @@ mod tests {
             "stallprobe_block_duration_seconds_count{unit=\"nginx.service\",call=\"futex\"} 5"
         ));
         assert!(t.contains("le=\"+Inf\"} 5"));
+        assert!(t.contains("stallprobe_flagged_goroutines{unit=\"nginx.service\"} 2001"));
         assert!(t.ends_with("# EOF\n"));
         // Buckets are cumulative and end at the count.
         let last_finite: u64 = t

@@ -256,7 +256,7 @@ fn describe(c: &Case) -> String {
             "g{} {:?} {:?} start {:?}\n",
             g.goid, g.status, g.wait_reason, g.start_fn
         );
-        for f in &g.stack {
+        for f in g.stack.iter() {
             s += &format!(
                 "    {} {}:{}{}\n",
                 f.function,

@@ -222,6 +222,8 @@ impl<'a> GoReader<'a> {
                 Check::Invalid(_) => snap.unreadable += 1,
             }
         }
+        // The raw gs are decoded: their bytes (hundreds per goroutine) can go now.
+        drop(buf);
         if snap.unreadable > 0 {
             snap.notes.push(format!(
                 "{} of {} goroutine entries could not be read or did not validate",
@@ -235,11 +237,16 @@ impl<'a> GoReader<'a> {
             vec![(Vec::new(), None); live.len()]
         };
         let mut chans = ChanCache::default();
-        let reasons: Vec<Option<String>> = live
+        let mut interned: HashMap<u8, Arc<str>> = HashMap::new();
+        let reasons: Vec<Option<Arc<str>>> = live
             .iter()
             .map(|(g, status)| {
-                matches!(status, GStatus::Waiting | GStatus::Other(_))
-                    .then(|| self.reason(g.waitreason))
+                matches!(status, GStatus::Waiting | GStatus::Other(_)).then(|| {
+                    interned
+                        .entry(g.waitreason)
+                        .or_insert_with(|| Arc::from(self.reason(g.waitreason)))
+                        .clone()
+                })
             })
             .collect();
         // The sudogs of channel waits, in one batch.
@@ -264,6 +271,7 @@ impl<'a> GoReader<'a> {
             None => HashMap::new(),
         };
         let mut cache: HashMap<u64, Arc<[GoFrame]>> = HashMap::new();
+        let mut stacks_seen: HashMap<Vec<u64>, Arc<[GoFrame]>> = HashMap::new();
         let mut names: HashMap<u64, Option<Arc<str>>> = HashMap::new();
         for (i, ((((g, status), thread), (pcs, stack_note)), wait_reason)) in live
             .into_iter()
@@ -288,15 +296,23 @@ impl<'a> GoReader<'a> {
                 ),
                 _ => None,
             };
-            let mut stack = Vec::new();
-            for pc in pcs {
-                let frames = self.frames_cached(pc, &mut cache);
-                stack.extend(frames.iter().cloned());
-                if stack.len() >= limits.max_frames {
-                    stack.truncate(limits.max_frames);
-                    break;
+            let stack = match stacks_seen.get(&pcs) {
+                Some(s) => s.clone(),
+                None => {
+                    let mut stack = Vec::new();
+                    for &pc in &pcs {
+                        let frames = self.frames_cached(pc, &mut cache);
+                        stack.extend(frames.iter().cloned());
+                        if stack.len() >= limits.max_frames {
+                            stack.truncate(limits.max_frames);
+                            break;
+                        }
+                    }
+                    let stack: Arc<[GoFrame]> = Arc::from(stack);
+                    stacks_seen.insert(pcs, stack.clone());
+                    stack
                 }
-            }
+            };
             let created_by = (g.gopc != 0)
                 .then(|| self.frames_cached(g.gopc, &mut cache).first().cloned())
                 .flatten();

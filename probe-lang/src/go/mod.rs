@@ -120,7 +120,7 @@ pub struct ChanWait {
 pub struct GoroutineKey {
     pub goid: u64,
     pub status: GStatus,
-    pub wait_reason: Option<String>,
+    pub wait_reason: Option<Arc<str>>,
     pub sched_pc: u64,
     pub sched_sp: u64,
 }
@@ -132,14 +132,17 @@ pub struct Goroutine {
     /// The g's address in the target.
     pub addr: u64,
     pub status: GStatus,
-    /// As the target's own `runtime.waitReasonStrings` spells it ("chan send").
-    pub wait_reason: Option<String>,
+    /// As the target's own `runtime.waitReasonStrings` spells it ("chan send"); shared
+    /// between the goroutines that wait for the same reason.
+    pub wait_reason: Option<Arc<str>>,
     /// `g.waitsince` (nanotime; set only by the GC, often 0: use [`GoroutineKey`] instead).
     pub waitsince_ns: i64,
     /// The OS thread (m.procid) running it or blocked in its syscall.
     pub thread: Option<u32>,
     /// Innermost first; empty for a running goroutine (its registers are in its thread).
-    pub stack: Vec<GoFrame>,
+    /// Shared between goroutines with the same stack (thousands of identical leaked goroutines
+    /// cost one copy).
+    pub stack: Arc<[GoFrame]>,
     /// The `go` statement that created it (`gopc - 1` symbolized).
     pub created_by: Option<GoFrame>,
     /// Its start function.

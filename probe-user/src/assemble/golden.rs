@@ -196,13 +196,13 @@ fn goroutines(main_moved: bool) -> GoLook {
         wait_reason: reason.map(Into::into),
         waitsince_ns: 0,
         thread: (status == GStatus::Syscall).then_some(2),
-        stack: vec![
+        stack: Arc::from(vec![
             GoFrame {
                 inlined: true,
                 ..frame("runtime.gopark", 398, 0x43_0000)
             },
             frame(func, line, 0x48_0000 + line as u64),
-        ],
+        ]),
         created_by: Some(frame("main.main", 57, 0x48_1000)),
         start_fn: Some(Arc::from(func)),
         parent_goid: Some(1),
@@ -471,6 +471,7 @@ fn fixed_report() -> Report {
             interval_ms: 250.0,
             watched_ms: 4100,
             peak_rss_kb: 10240,
+            goroutine_read_ms: Some(3),
             probed_calls: vec!["futex", "read"],
             unprobed_calls: vec!["futex_waitv"],
         },

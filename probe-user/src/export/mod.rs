@@ -318,6 +318,7 @@ pub(crate) mod testutil {
                 interval_ms: 250.0,
                 watched_ms: 4003,
                 peak_rss_kb: 1,
+                goroutine_read_ms: None,
                 probed_calls: vec!["futex"],
                 unprobed_calls: Vec::new(),
             },

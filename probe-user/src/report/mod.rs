@@ -181,6 +181,9 @@ pub struct SessionInfo {
     pub watched_ms: u64,
     /// stallprobe's own peak resident memory (VmHWM), in kB.
     pub peak_rss_kb: u64,
+    /// The longest read of a Go target's goroutines, in ms (Go targets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goroutine_read_ms: Option<u64>,
     pub probed_calls: Vec<&'static str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unprobed_calls: Vec<&'static str>,

@@ -350,6 +350,7 @@ impl Session {
                         .and_then(|v| v.split_whitespace().next()?.parse().ok())
                 })
                 .unwrap_or(0),
+            goroutine_read_ms: self.tracker.go_look_ms(),
             probed_calls: Call::ALL
                 .iter()
                 .filter(|c| !self.probes.skipped_calls.contains(c))

@@ -5,7 +5,10 @@
 //! reason, pc and sp in consecutive looks has not moved in between: it has been waiting at
 //! least since the earliest of them. No probe runs on the Go runtime's hot paths.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use probe_lang::go::{ChanOp, GStatus, GoFrame, GoRole, GoroutineKey};
 
@@ -22,10 +25,18 @@ const REFRESH_NS: u64 = 30_000_000_000;
 /// ...and at most once per this many times the duration of a look (under 1% of a CPU).
 const REFRESH_COST_FACTOR: u64 = 100;
 
-/// The goroutine keys of one look, and when it was taken.
+/// The goroutines of one look, as goid → a fingerprint of its key (16 bytes each, so that a
+/// look at 100,000 goroutines costs little to keep), and when it was taken.
 struct KeyedLook {
     at_ns: u64,
-    keys: HashMap<u64, GoroutineKey>,
+    keys: HashMap<u64, u64>,
+}
+
+fn fingerprint(key: &GoroutineKey) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
 }
 
 impl KeyedLook {
@@ -36,13 +47,13 @@ impl KeyedLook {
                 .snapshot
                 .goroutines
                 .iter()
-                .map(|g| (g.goid, g.key.clone()))
+                .map(|g| (g.goid, fingerprint(&g.key)))
                 .collect(),
         }
     }
 
     fn same(&self, key: &GoroutineKey) -> bool {
-        self.keys.get(&key.goid) == Some(key)
+        self.keys.get(&key.goid) == Some(&fingerprint(key))
     }
 }
 
@@ -60,6 +71,8 @@ pub struct GoTrack {
     tries: u32,
     /// When the next look before a signal is due (0: the process was not seen yet).
     next_look_ns: u64,
+    /// The longest look so far, in ns.
+    longest_ns: u64,
 }
 
 /// One goroutine of the latest look, with what the looks say about it.
@@ -68,7 +81,7 @@ pub struct GoroutineFacts {
     pub pid: u32,
     pub goid: u64,
     pub status: GStatus,
-    pub wait_reason: Option<String>,
+    pub wait_reason: Option<Arc<str>>,
     pub waiting_ms: Option<u64>,
     pub waiting_since: Option<WaitingSince>,
     /// Unchanged since a look taken before the shutdown signal.
@@ -79,8 +92,10 @@ pub struct GoroutineFacts {
     pub seen_at_signal: bool,
     /// Its OS thread, as stallprobe sees tids.
     pub thread: Option<u32>,
-    pub stack: Vec<Frame>,
-    pub created_by: Option<Frame>,
+    /// Shared between goroutines with the same stack (thousands of leaked goroutines cost
+    /// one copy).
+    pub stack: Arc<[Frame]>,
+    pub created_by: Option<Arc<Frame>>,
     pub wait: Option<GoWait>,
     pub role: Role,
 }
@@ -109,11 +124,15 @@ impl Tracker {
     /// One look at a Go process's goroutines; `None` when they could not be read (the reason
     /// is kept for the notes).
     fn go_look(&mut self, pid: u32, now: u64, host: &mut dyn Host) -> Option<GoLook> {
+        // Not two whole looks in memory at once: the previous one goes first (and comes back
+        // if this one fails).
+        let previous = self.go.get_mut(&pid).and_then(|t| t.latest.take());
         let started = std::time::Instant::now();
         let result = host.goroutines(pid);
         let took = started.elapsed().as_nanos() as u64;
         let track = self.go.entry(pid).or_default();
         track.tries += 1;
+        track.longest_ns = track.longest_ns.max(took);
         match result {
             Ok(look) if !look.snapshot.goroutines.is_empty() => {
                 track.failure = None;
@@ -123,11 +142,13 @@ impl Tracker {
             Ok(_) => {
                 track.failure = Some("the Go runtime has no goroutines yet".into());
                 track.next_look_ns = now + FIRST_LOOK_NS;
+                track.latest = previous;
                 None
             }
             Err(why) => {
                 track.failure = Some(why);
                 track.next_look_ns = now + FIRST_LOOK_NS;
+                track.latest = previous;
                 None
             }
         }
@@ -212,6 +233,15 @@ impl Tracker {
             .sum()
     }
 
+    /// The longest look at goroutines so far, in ms (None: none was taken).
+    pub fn go_look_ms(&self) -> Option<u64> {
+        self.go
+            .values()
+            .filter(|t| t.tries > 0)
+            .map(|t| t.longest_ns / 1_000_000)
+            .max()
+    }
+
     /// The Go version of a process whose goroutines were read.
     pub fn go_version(&self, pid: u32) -> Option<String> {
         let (_, look) = self.go.get(&pid)?.latest.as_ref()?;
@@ -269,6 +299,8 @@ impl Tracker {
             if !self.procs.get(&pid).is_some_and(|p| p.alive()) {
                 continue;
             }
+            let mut stacks: HashMap<Vec<u64>, Arc<[Frame]>> = HashMap::new();
+            let mut creators: HashMap<u64, Arc<Frame>> = HashMap::new();
             for g in &look.snapshot.goroutines {
                 let blocked = matches!(g.status, GStatus::Waiting | GStatus::Syscall);
                 // Walk back through the looks while the goroutine is where it is now.
@@ -346,17 +378,26 @@ impl Tracker {
                         .as_ref()
                         .is_some_and(|s| s.keys.contains_key(&g.goid)),
                     thread: thread.map(|t| t.tid),
-                    stack: g
-                        .stack
-                        .iter()
-                        .map(|f| frame(f, look.bias, &look.exe))
-                        .collect(),
+                    stack: stacks
+                        .entry(g.stack.iter().map(|f| f.pc).collect())
+                        .or_insert_with(|| {
+                            g.stack
+                                .iter()
+                                .map(|f| frame(f, look.bias, &look.exe))
+                                .collect()
+                        })
+                        .clone(),
                     // The main goroutine's creator is the runtime's autogenerated wrapper.
                     created_by: g
                         .created_by
                         .as_ref()
                         .filter(|f| &*f.file != "<autogenerated>")
-                        .map(|f| frame(f, look.bias, &look.exe)),
+                        .map(|f| {
+                            creators
+                                .entry(f.pc)
+                                .or_insert_with(|| Arc::new(frame(f, look.bias, &look.exe)))
+                                .clone()
+                        }),
                     wait,
                     role: match g.role {
                         GoRole::Runtime => Role::Runtime,

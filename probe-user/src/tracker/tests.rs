@@ -383,7 +383,7 @@ mod go {
             wait_reason: Some(reason.into()),
             waitsince_ns: 0,
             thread: None,
-            stack: vec![frame.clone()],
+            stack: vec![frame.clone()].into(),
             created_by: Some(GoFrame {
                 function: Arc::from("main.main"),
                 line: 57,

@@ -18,33 +18,35 @@ use crate::{
     tracker::GoroutineFacts,
 };
 
-/// Goroutines that look the same to a person: one line of the report.
+/// Goroutines that look the same to a person (same process, role, state, wait reason, and
+/// functions, files and lines of the stack and the creator) are one line of the report. The
+/// stack and creator are hashed: a group key costs no allocation per goroutine.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct GroupKey {
     pid: u32,
     role: bool,
-    status: String,
+    status: GStatusOrd,
     wait_reason: Option<String>,
-    stack: Vec<(String, String, u32)>,
-    created_by: Option<(String, String, u32)>,
+    sites: u64,
 }
 
-fn site(f: &Frame) -> (String, String, u32) {
-    (
-        f.function.clone().unwrap_or_default(),
-        f.file.clone().unwrap_or_default(),
-        f.line.unwrap_or(0),
-    )
-}
+/// `GStatus` ordered by its name (for a stable group order).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct GStatusOrd(String);
 
 fn key(g: &GoroutineFacts) -> GroupKey {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in g.stack.iter().chain(g.created_by.as_deref()) {
+        (&f.function, &f.file, f.line).hash(&mut h);
+    }
+    g.created_by.is_some().hash(&mut h);
     GroupKey {
         pid: g.pid,
         role: g.role == Role::Runtime,
-        status: g.status.name(),
-        wait_reason: g.wait_reason.clone(),
-        stack: g.stack.iter().map(site).collect(),
-        created_by: g.created_by.as_ref().map(site),
+        status: GStatusOrd(g.status.name()),
+        wait_reason: g.wait_reason.as_deref().map(str::to_string),
+        sites: h.finish(),
     }
 }
 
@@ -146,7 +148,11 @@ fn reason_for(g: &GoroutineFacts, sig: &str, waited_ms: Option<u64>) -> String {
     let at = top_app_frame(&g.stack)
         .map(|f| format!(" at {f}"))
         .unwrap_or_default();
-    let what = g.wait_reason.clone().unwrap_or_else(|| g.status.name());
+    let what = g
+        .wait_reason
+        .as_deref()
+        .map(str::to_string)
+        .unwrap_or_else(|| g.status.name());
     let waited = waited_ms
         .map(|ms| format!(" (≥ {})", format_ms_u64(ms)))
         .unwrap_or_default();
@@ -208,8 +214,9 @@ mod tests {
                 frame("runtime.gopark", "/go/src/runtime/proc.go", 398),
                 frame("runtime.chansend1", "/go/src/runtime/chan.go", 145),
                 frame(func, "/src/app/main.go", line),
-            ],
-            created_by: Some(frame("main.main", "/src/app/main.go", 57)),
+            ]
+            .into(),
+            created_by: Some(frame("main.main", "/src/app/main.go", 57).into()),
             wait: Some(GoWait::Chan(ChanInfo {
                 addr: 0xc000_0100,
                 cap: 0,

@@ -154,6 +154,13 @@ fn check(workload: &str, version: &str, how: GoBuild) {
     );
     let f = facts(&run.stdout);
     let ctx = format!("{workload} go{version} {how:?}");
+    // The runtime's idle threads (Ms parked in futex) make no live lines.
+    let runtime_lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("in futex") || l.contains("slow futex"))
+        .collect();
+    assert!(runtime_lines.is_empty(), "{ctx}: {runtime_lines:#?}");
     if workload == "clean_ctx" {
         assert_clean(&run, &r);
         return;

@@ -531,7 +531,7 @@ fn the_fixed_session_covers_the_report() {
     let flagged: Vec<(u64, u64)> = r.flagged_groups().map(|g| (g.count, g.goids[0])).collect();
     assert_eq!(
         flagged,
-        [(2, 7), (1, 1), (1, 9)],
+        [(2, 7), (1, 9), (1, 1)],
         "{:#?}",
         r.goroutine_groups
     );

@@ -12,8 +12,14 @@ use crate::report::{
 const GROUP_ROWS: usize = 60;
 const GROUP_STACKS: usize = 20;
 
-/// "main.submit (pool_gone.go:20)": where a group waits, in the application.
+/// "main.submit (pool_gone.go:20)": where a group waits, in the application; for the
+/// runtime's own goroutines, what they are (their start function).
 fn group_site(g: &GoroutineGroup) -> String {
+    if g.role == Role::Runtime
+        && let Some(f) = g.stack.last()
+    {
+        return f.short();
+    }
     crate::stack::top_app_frame(&g.stack).unwrap_or_default()
 }
 
@@ -238,7 +244,9 @@ pub fn text(r: &Report, st: Style) -> String {
         .iter()
         .filter(|t| {
             t.flagged
-                || (t.state == ThreadState::Blocked && t.blocked_ms.unwrap_or(0) >= threshold)
+                || (t.state == ThreadState::Blocked
+                    && t.role == Role::App
+                    && t.blocked_ms.unwrap_or(0) >= threshold)
                 || (t.state == ThreadState::Sleeping
                     && t.blocked_ms.unwrap_or(0) >= threshold
                     && t.role == Role::App)

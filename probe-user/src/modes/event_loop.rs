@@ -102,7 +102,7 @@ pub async fn run<M: Mode>(
     let print = |live: &[crate::tracker::LiveEvent]| {
         if !opts.quiet {
             let secs = started.elapsed().as_secs_f64();
-            for ev in live {
+            for ev in live.iter().filter(|e| !e.is_runtime_idle()) {
                 eprintln!("{}", live_line(ev, secs, style));
             }
         }

@@ -159,8 +159,10 @@ impl GoroutineGroup {
         }
     }
 
-    /// `≥ 4s` for people.
+    /// `≥ 4s` for people (nothing when it was seen waiting in the last look only).
     pub fn waited(&self) -> Option<String> {
-        self.waiting_ms.map(|ms| format!("≥ {}", format_ms_u64(ms)))
+        self.waiting_ms
+            .filter(|&ms| ms > 0)
+            .map(|ms| format!("≥ {}", format_ms_u64(ms)))
     }
 }

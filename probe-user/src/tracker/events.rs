@@ -193,6 +193,7 @@ impl Tracker {
             wait,
             duration_ms: rep.duration_ms,
             at: top_app_frame(&rep.stack),
+            role: self.role_of(sc.tgid, &rep.name, Some(&rep.syscall), &rep.stack),
         });
         if keep {
             self.slow_calls.push(rep);

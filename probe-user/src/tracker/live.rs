@@ -1,6 +1,23 @@
 //! What the tracker reports while the watch runs: one [`LiveEvent`] per line worth printing.
 
-use crate::report::Wait;
+use crate::report::{Role, Wait};
+
+impl LiveEvent {
+    /// About a language runtime's own idle thread (a Go M parked in futex, a JVM compiler
+    /// thread): not worth a line for people (the report still lists it).
+    pub fn is_runtime_idle(&self) -> bool {
+        matches!(
+            self,
+            LiveEvent::Blocked {
+                role: Role::Runtime,
+                ..
+            } | LiveEvent::SlowCall {
+                role: Role::Runtime,
+                ..
+            }
+        )
+    }
+}
 
 /// Something worth a line while the session runs.
 #[derive(Clone, Debug)]
@@ -13,6 +30,8 @@ pub enum LiveEvent {
         wait: Option<Wait>,
         blocked_ms: u64,
         at: Option<String>,
+        /// A language runtime's own thread, idle where it always waits.
+        role: Role,
     },
     /// A probed call returned after at least the threshold.
     SlowCall {
@@ -22,6 +41,7 @@ pub enum LiveEvent {
         wait: Option<Wait>,
         duration_ms: f64,
         at: Option<String>,
+        role: Role,
     },
     Signal {
         pid: u32,

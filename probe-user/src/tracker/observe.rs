@@ -199,6 +199,7 @@ impl Tracker {
                 stacks: stacks.clone(),
             });
             t.obs = Some(obs.clone());
+            let role = self.role_of(pid, &name, Some(&syscall), &stacks.user);
             live.push(LiveEvent::Blocked {
                 tid,
                 name,
@@ -206,6 +207,7 @@ impl Tracker {
                 wait,
                 blocked_ms: now.saturating_sub(since.start_ns) / 1_000_000,
                 at: top_app_frame(&stacks.user),
+                role,
             });
             return;
         }

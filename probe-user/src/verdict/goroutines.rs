@@ -104,10 +104,13 @@ pub fn judge(gs: &[GoroutineFacts], stalled_by: Option<&str>, judged_pids: &[u32
         }
         out.groups.push(group);
     }
-    // Flagged groups first (largest first), then the rest in a stable order.
+    // Flagged groups first, the longest waits first (where it started), then the biggest;
+    // then the rest in a stable order.
     out.groups.sort_by_key(|g| {
+        let longest = g.members.iter().filter_map(|&i| gs[i].waiting_ms).max();
         (
             !g.flagged,
+            std::cmp::Reverse(longest),
             std::cmp::Reverse(g.members.len()),
             gs[g.members[0]].goid,
         )

@@ -92,9 +92,12 @@ fn start(jvm_args: &[&str]) -> Option<Jvm> {
 
 /// Run `cmd` (the workload, perhaps wrapped) in a fresh cwd and wait for `ready`.
 fn start_cmd(mut cmd: Command, tag: &str) -> Jvm {
+    // A cwd of its own per JVM (tests run in parallel; each removes its cwd when done).
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let cwd = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "jvm-cwd-{}-{}",
+        "jvm-cwd-{}-{}-{}",
         std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         tag.replace(['+', '-', ':'], "")
     ));
     std::fs::create_dir_all(&cwd).unwrap();
@@ -120,7 +123,12 @@ fn start_cmd(mut cmd: Command, tag: &str) -> Jvm {
         match rx.recv_timeout(left) {
             Ok(l) if l == "ready" => return jvm,
             Ok(_) => {}
-            Err(_) => panic!("JavaStacks: no `ready` within {TIMEOUT:?}"),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("JavaStacks: no `ready` within {TIMEOUT:?}")
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("JavaStacks exited before printing `ready`")
+            }
         }
     }
 }

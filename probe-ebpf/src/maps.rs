@@ -26,6 +26,10 @@ static TASK_FLAGS_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static TASK_LAST_ARRIVAL_OFF: u32 = 0;
 #[unsafe(no_mangle)]
+static TASK_SIGNAL_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static SIGNAL_LIVE_OFF: u32 = 0;
+#[unsafe(no_mangle)]
 static FOLLOW_CHILDREN: u32 = 0;
 
 #[inline(always)]
@@ -63,6 +67,14 @@ pub fn task_flags_off() -> u32 {
 #[inline(always)]
 pub fn task_last_arrival_off() -> u32 {
     global(&TASK_LAST_ARRIVAL_OFF)
+}
+#[inline(always)]
+pub fn task_signal_off() -> u32 {
+    global(&TASK_SIGNAL_OFF)
+}
+#[inline(always)]
+pub fn signal_live_off() -> u32 {
+    global(&SIGNAL_LIVE_OFF)
 }
 #[inline(always)]
 pub fn follow_children() -> bool {
@@ -130,6 +142,15 @@ pub fn is_target(tgid: u32) -> bool {
     match TARGETS.get(tgid >> 6) {
         Some(word) => (*word >> (tgid & 63)) & 1 != 0,
         None => false,
+    }
+}
+
+/// Remove `tgid` from the target set (its last thread is exiting).
+#[inline(always)]
+pub fn remove_target(tgid: u32) {
+    if let Some(word) = TARGETS.get_ptr_mut(tgid >> 6) {
+        // Not atomic, like `add_target`: user space reads the word back before it writes it.
+        unsafe { *word &= !(1u64 << (tgid & 63)) };
     }
 }
 

@@ -13,9 +13,26 @@ use probe_ebpf::{
 };
 
 use crate::maps::{
-    add_target, follow_children, is_target, read_kernel, reserve, task_pid_off, task_state,
-    task_tgid_off,
+    add_target, follow_children, is_target, read_kernel, remove_target, reserve, signal_live_off,
+    task_pid_off, task_signal_off, task_state, task_tgid_off,
 };
+
+/// Whether the exiting thread is the last one of its process (`signal->live` is decremented
+/// before the tracepoint fires). False when the offsets are unknown.
+#[inline(always)]
+fn group_dead(task: *const u8) -> bool {
+    let (sig_off, live_off) = (task_signal_off(), signal_live_off());
+    if sig_off == 0 || live_off == 0 {
+        return false;
+    }
+    let Some(signal) = read_kernel::<*const u8>(task, sig_off) else {
+        return false;
+    };
+    if signal.is_null() {
+        return false;
+    }
+    read_kernel::<i32>(signal, live_off) == Some(0)
+}
 
 #[inline(always)]
 fn header(kind: u32, pid_tgid: u64, now: u64) -> EventHeader {
@@ -35,12 +52,17 @@ fn thread_exit(_ctx: BtfTracePointContext) -> i32 {
     if !is_target((pid_tgid >> 32) as u32) {
         return 0;
     }
+    let task = unsafe { bpf_get_current_task_btf() };
+    // The process is gone with its last thread: its pid may be reused by any process from now
+    // on, so it leaves the target set here, not when user space notices.
+    if group_dead(task as *const u8) {
+        remove_target((pid_tgid >> 32) as u32);
+    }
     let now = unsafe { bpf_ktime_get_ns() };
     let Some(mut entry) = reserve::<ThreadExitEvent>(counter::DROP_THREAD_EXIT) else {
         return 0;
     };
     let e = entry.as_mut_ptr();
-    let task = unsafe { bpf_get_current_task_btf() };
     unsafe {
         (*e).hdr = header(event_kind::THREAD_EXIT, pid_tgid, now);
         (*e).comm = bpf_get_current_comm().unwrap_or([0; 16]);

@@ -444,6 +444,7 @@ fn fixed_report() -> Report {
         futex,
         fd_objects: BTreeMap::from([((PID, 5), unix_peer_socket()), ((PID, 7), epoll_set())]),
         perf_maps: BTreeSet::new(),
+        skipped_perf_maps: BTreeMap::from([(300, "/tmp/perf-300.map: a symlink".to_string())]),
     };
     let (target, children) = t.targets(&host);
     assemble::report(assemble::Inputs {

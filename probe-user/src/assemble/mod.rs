@@ -31,8 +31,11 @@ pub struct Findings {
     pub futex: Vec<Option<FutexFinding>>,
     /// The objects behind the fds threads wait on, by (pid, fd).
     pub fd_objects: BTreeMap<(u32, u64), FdObject>,
-    /// Processes that have a perf map (JIT symbols) where profilers look for one.
+    /// Processes whose perf map (JIT symbols) was read.
     pub perf_maps: BTreeSet<u32>,
+    /// Processes whose perf map was there but not read, and why (a FIFO, too big, a symlink,
+    /// not the process's own).
+    pub skipped_perf_maps: BTreeMap<u32, String>,
 }
 
 /// Everything the report is built from.
@@ -110,6 +113,9 @@ pub fn report(inp: Inputs<'_>) -> Report {
     );
 
     notes.extend(symbolization_notes(tracker, &facts, &findings.perf_maps));
+    notes.extend(findings.skipped_perf_maps.iter().map(|(pid, why)| {
+        format!("pid {pid}: its perf map was not read (JIT frames stay unnamed): {why}")
+    }));
     notes.extend(tracker.go_notes());
     let goroutines_total = (!gfacts.is_empty()).then_some(gfacts.len() as u64);
     let (goroutines, goroutine_groups) = goroutine_reports(gfacts, &judged.go);

@@ -37,6 +37,7 @@
 //! frame `goroutines`.
 
 pub mod annotations;
+pub mod files;
 pub mod flamegraph;
 pub mod folded;
 pub mod junit;

@@ -1,6 +1,11 @@
 //! The real [`Host`]: /proc, process_vm_readv and the stack collector.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    os::fd::{AsFd, FromRawFd, OwnedFd},
+};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use probe_ebpf::UserRegs;
 use probe_lang::{
@@ -16,8 +21,41 @@ use crate::{
     tracker::{GoLook, Host, ProcessInfo},
 };
 
+/// A watched process, identified beyond its pid: a pidfd (which no other process can ever
+/// answer to) and its start time (for kernels without pidfd_open).
+struct Identity {
+    pidfd: Option<OwnedFd>,
+    start: Option<u64>,
+}
+
+impl Identity {
+    fn of(pid: u32) -> Identity {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+        Identity {
+            // SAFETY: a new fd we own.
+            pidfd: (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) }),
+            start: procfs::read_process_stat(pid).map(|s| s.starttime),
+        }
+    }
+
+    /// The process has not exited (and, without a pidfd, its pid was not reused).
+    fn alive(&self, pid: u32) -> bool {
+        match &self.pidfd {
+            Some(fd) => {
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                // A pidfd polls readable once the process has exited.
+                !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+            }
+            None => procfs::process_alive(pid, self.start),
+        }
+    }
+}
+
 pub struct ProcHost {
     stacks: StackCollector,
+    /// The watched processes' identities.
+    identities: HashMap<u32, Identity>,
     /// Per Go process: its parsed binary and load bias (or why it cannot be read).
     go: HashMap<u32, Result<GoProcess, String>>,
 }
@@ -47,6 +85,20 @@ impl GoProcess {
 }
 
 impl ProcHost {
+    /// Processes with state loaded here (unwind tables, symbols, pidfds, Go binaries).
+    pub fn loaded_processes(&self) -> usize {
+        self.stacks
+            .loaded_processes()
+            .max(self.identities.len())
+            .max(self.go.len())
+    }
+
+    /// Whether a perf map of `pid` was read, and why one there was not.
+    pub fn perf_map_state(&self, pid: u32) -> (bool, Option<String>) {
+        let (read, skipped) = self.stacks.perf_map_state(pid);
+        (read, skipped.map(str::to_string))
+    }
+
     /// Name the frames of a Go executable that the symbolizer could not (a stripped binary
     /// has no symbol table, but its pclntab names every function, inlined ones included).
     fn name_go_frames(&mut self, pid: u32, frames: Vec<Frame>) -> Vec<Frame> {
@@ -86,6 +138,7 @@ impl ProcHost {
     pub fn new() -> ProcHost {
         ProcHost {
             stacks: StackCollector::new(),
+            identities: HashMap::new(),
             go: HashMap::new(),
         }
     }
@@ -113,11 +166,14 @@ impl Host for ProcHost {
     }
 
     fn thread_exists(&self, pid: u32, tid: u32) -> bool {
-        procfs::task_path(pid, tid).exists()
+        procfs::thread_exists(pid, tid)
     }
 
     fn process_alive(&self, pid: u32) -> bool {
-        procfs::process_alive(pid)
+        match self.identities.get(&pid) {
+            Some(id) => id.alive(pid),
+            None => procfs::process_alive(pid, None),
+        }
     }
 
     fn zombie_status(&self, pid: u32) -> Option<i32> {
@@ -176,12 +232,16 @@ impl Host for ProcHost {
     }
 
     fn prepare(&mut self, pid: u32) {
+        self.identities
+            .entry(pid)
+            .or_insert_with(|| Identity::of(pid));
         self.stacks.prepare(pid);
     }
 
     fn forget(&mut self, pid: u32) {
         self.stacks.forget(pid);
         self.go.remove(&pid);
+        self.identities.remove(&pid);
     }
 
     fn stacks(&mut self, pid: u32, tid: u32, regs: UserRegs, kstack: &[u64]) -> Stacks {

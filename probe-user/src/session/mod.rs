@@ -7,7 +7,10 @@
 
 mod host;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use aya::maps::{MapData, RingBuf};
 use probe_ebpf::Call;
@@ -237,7 +240,6 @@ impl Session {
                 ProbeCommand::Untarget(pid) => {
                     let _ = self.probes.remove_target(pid);
                 }
-                ProbeCommand::KernelAddedTarget(pid) => self.probes.note_kernel_added_target(pid),
             }
         }
     }
@@ -251,6 +253,12 @@ impl Session {
     /// The kernel side's counters.
     pub fn counters(&self) -> Counters {
         self.probes.counters()
+    }
+
+    /// Processes with state kept: (the tracker's records, alive and recently exited; those
+    /// with unwind tables, symbols and pidfds loaded). Both stay bounded on long runs.
+    pub fn tracked_processes(&self) -> (usize, usize) {
+        (self.tracker.process_count(), self.host.loaded_processes())
     }
 
     /// Live threads by state and blocked ones by call and role, now.
@@ -322,17 +330,24 @@ impl Session {
                 }
             }
         }
-        let perf_maps = self
-            .tracker
-            .ns_pids()
-            .into_iter()
-            .filter(|(pid, ns)| crate::runtime::perf_map_path(*pid, *ns).exists())
-            .map(|(pid, _)| pid)
-            .collect();
+        let mut perf_maps = BTreeSet::new();
+        let mut skipped_perf_maps = BTreeMap::new();
+        for pid in self.tracker.ns_pids().into_keys() {
+            match self.host.perf_map_state(pid) {
+                (true, _) => {
+                    perf_maps.insert(pid);
+                }
+                (false, Some(why)) => {
+                    skipped_perf_maps.insert(pid, why);
+                }
+                (false, None) => {}
+            }
+        }
         Findings {
             futex,
             fd_objects,
             perf_maps,
+            skipped_perf_maps,
         }
     }
 

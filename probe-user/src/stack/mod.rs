@@ -3,6 +3,7 @@
 //! (`bpf_get_task_stack`), symbolized from kallsyms; /proc/PID/task/TID/stack is the fallback.
 
 pub mod memory;
+pub mod perfmap;
 pub mod symbolize;
 pub mod unwind;
 
@@ -37,6 +38,16 @@ pub struct StackCollector {
     frames: HashMap<(u32, u64), Vec<Frame>>,
     /// Per process: the unwinder's `maps_version` when blazesym last cached its mappings.
     cached_maps: HashMap<u32, u64>,
+    /// Per process: its perf map (JIT code names), read at most once a second.
+    perf: HashMap<u32, PerfState>,
+}
+
+#[derive(Default)]
+struct PerfState {
+    map: Option<perfmap::PerfMap>,
+    /// Why the map there was not read.
+    skipped: Option<String>,
+    checked: Option<std::time::Instant>,
 }
 
 /// Entries in the frame cache before it is cleared (bounds memory on long runs).
@@ -51,6 +62,7 @@ impl StackCollector {
 
     /// Load a process's unwind tables and cache its mappings for symbolization (while alive).
     pub fn prepare(&mut self, pid: u32) {
+        self.refresh_perf_map(pid);
         let u = self
             .unwinders
             .entry(pid)
@@ -62,10 +74,19 @@ impl StackCollector {
     /// The process's mappings changed since blazesym cached them (the dynamic loader mapped
     /// libraries after exec, dlopen, JIT): cache them again while the process is alive, and
     /// forget frames that were unknown under the old mappings.
-    fn recache_if_maps_changed(&mut self, pid: u32) {
+    ///
+    /// /proc/PID/maps is read again only when an address falls outside every mapping known
+    /// since the last read (a long-running service's maps rarely change; reading them at each
+    /// new stack would cost more than the stacks).
+    fn recache_if_maps_changed(&mut self, pid: u32, addrs: &[RawFrame]) {
         let Some(u) = self.unwinders.get_mut(&pid) else {
             return;
         };
+        let known = self.cached_maps.get(&pid) == Some(&u.maps_version)
+            && addrs.iter().all(|f| u.mapping_of(f.addr).is_some());
+        if known {
+            return;
+        }
         u.refresh();
         let version = u.maps_version;
         if self.cached_maps.get(&pid) == Some(&version) {
@@ -80,6 +101,7 @@ impl StackCollector {
 
     /// The process exec'd or went away: drop what was loaded for its old image.
     pub fn forget(&mut self, pid: u32) {
+        self.perf.remove(&pid);
         self.unwinders.remove(&pid);
         self.symbols.forget(pid);
         self.frames.retain(|(p, _), _| *p != pid);
@@ -146,7 +168,7 @@ impl StackCollector {
             .copied()
             .collect();
         if !missing.is_empty() {
-            self.recache_if_maps_changed(pid);
+            self.recache_if_maps_changed(pid, &missing);
             if self.frames.len() > MAX_CACHED_FRAMES {
                 self.frames.clear();
             }
@@ -161,7 +183,8 @@ impl StackCollector {
                 self.frames.insert((pid, f.lookup), group);
             }
         }
-        raw.iter()
+        let mut out: Vec<Frame> = raw
+            .iter()
             .flat_map(|f| {
                 let mut g = self
                     .frames
@@ -174,7 +197,61 @@ impl StackCollector {
                 }
                 g
             })
-            .collect()
+            .collect();
+        if out.iter().any(|f| f.function.is_none()) {
+            self.name_jit_frames(pid, &mut out);
+        }
+        out
+    }
+
+    /// Name frames in JIT code from the process's perf map.
+    fn name_jit_frames(&mut self, pid: u32, frames: &mut [Frame]) {
+        self.refresh_perf_map(pid);
+        let Some(map) = self.perf.get(&pid).and_then(|s| s.map.as_ref()) else {
+            return;
+        };
+        for f in frames.iter_mut().filter(|f| f.function.is_none()) {
+            if let Some(name) = map.lookup(f.addr) {
+                f.function = Some(name.to_string());
+                f.module = Some("[perf map]".into());
+            }
+        }
+    }
+
+    /// Look at the process's perf map again (read when it changed; at most once a second).
+    fn refresh_perf_map(&mut self, pid: u32) {
+        let st = self.perf.entry(pid).or_default();
+        if st
+            .checked
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1))
+        {
+            st.checked = Some(std::time::Instant::now());
+            match perfmap::load(pid, st.map.as_ref()) {
+                perfmap::Status::Loaded(m) => {
+                    st.map = Some(m);
+                    st.skipped = None;
+                }
+                perfmap::Status::Unchanged => {}
+                perfmap::Status::Missing => st.map = None,
+                perfmap::Status::Skipped(why) => {
+                    st.map = None;
+                    st.skipped = Some(why);
+                }
+            }
+        }
+    }
+
+    /// Processes with unwind tables or symbols loaded.
+    pub fn loaded_processes(&self) -> usize {
+        self.unwinders.len().max(self.perf.len())
+    }
+
+    /// Whether a perf map of `pid` was read; and why one there was skipped.
+    pub fn perf_map_state(&self, pid: u32) -> (bool, Option<&str>) {
+        match self.perf.get(&pid) {
+            Some(s) => (s.map.is_some(), s.skipped.as_deref()),
+            None => (false, None),
+        }
     }
 }
 

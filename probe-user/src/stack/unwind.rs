@@ -80,7 +80,12 @@ pub struct ProcessUnwinder {
     pub failed: Vec<String>,
     /// Bumped whenever the mappings change (exec'd loader mapping libc, dlopen, JIT).
     pub maps_version: u64,
+    /// Instruction pointers found in no mapping even after reading the maps again: they do
+    /// not make every unwind re-read /proc/PID/maps (until the maps change). Bounded.
+    unmapped: std::collections::HashSet<u64>,
 }
+
+const MAX_UNMAPPED: usize = 1024;
 
 /// Upper bound on frames per stack (deep recursion stays bounded).
 pub const MAX_FRAMES: usize = 128;
@@ -95,6 +100,7 @@ impl ProcessUnwinder {
             maps: Vec::new(),
             failed: Vec::new(),
             maps_version: 0,
+            unmapped: Default::default(),
         };
         u.refresh();
         u
@@ -107,6 +113,7 @@ impl ProcessUnwinder {
         };
         if maps != self.maps {
             self.maps_version += 1;
+            self.unmapped.clear();
         }
         for m in maps.iter().filter(|m| m.is_exec() && m.is_file()) {
             if self.modules.get(&m.start) == Some(&m.end) {
@@ -127,12 +134,20 @@ impl ProcessUnwinder {
     }
 
     fn open(&self, m: &Mapping) -> Option<File> {
-        // map_files works for deleted binaries and across mount namespaces (needs CAP_SYS_ADMIN);
-        // the path through the target's root is the fallback.
+        // map_files is the kernel's own link to the mapped file: deleted binaries and other
+        // mount namespaces work, and the target cannot redirect it (needs
+        // CAP_CHECKPOINT_RESTORE). The fallback, the path as the target names it, is resolved
+        // inside the target's root, never outside it.
         let via_map_files = format!("/proc/{}/map_files/{:x}-{:x}", self.pid, m.start, m.end);
         File::open(via_map_files).ok().or_else(|| {
             let path = m.path.trim_end_matches(" (deleted)");
-            File::open(format!("/proc/{}/root{}", self.pid, path)).ok()
+            crate::target_fs::open_in_root(
+                self.pid,
+                std::path::Path::new(path),
+                u64::MAX,
+                crate::target_fs::Symlinks::Follow,
+            )
+            .ok()
         })
     }
 
@@ -205,8 +220,11 @@ impl ProcessUnwinder {
         if regs.ip == 0 {
             return Vec::new();
         }
-        if self.mapping_of(regs.ip).is_none() {
+        if self.mapping_of(regs.ip).is_none() && !self.unmapped.contains(&regs.ip) {
             self.refresh();
+            if self.mapping_of(regs.ip).is_none() && self.unmapped.len() < MAX_UNMAPPED {
+                self.unmapped.insert(regs.ip);
+            }
         }
         let sp = regs.sp;
         let mut read_stack = |addr: u64| -> Result<u64, ()> {

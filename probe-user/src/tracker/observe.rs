@@ -96,8 +96,10 @@ impl Tracker {
                 });
                 self.add_timeline(at, format!("process {pid} exited"), None);
             }
-            // Its pid may be reused by an unrelated process: stop probing it.
+            // Its pid may be reused by an unrelated process: stop probing it, and free what
+            // was loaded to read it (unwind tables, symbols, its pidfd).
             self.commands.push(ProbeCommand::Untarget(pid));
+            host.forget(pid);
             // Threads of an exited process are exited, even if we missed their events.
             let tids: Vec<u32> = self
                 .threads
@@ -109,6 +111,7 @@ impl Tracker {
                 self.mark_exited(tid, at);
             }
         }
+        self.forget_old_exits();
     }
 
     fn observe_thread(

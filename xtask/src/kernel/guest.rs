@@ -210,7 +210,8 @@ fn run_test(plan: &Plan, bin: &Path, name: &str, hook: Option<&str>, log: &Path)
 
 /// The demo as `cargo xtask demo` runs it: `stallprobe run --stop-after 2s --grace 2s --
 /// demo_service`; it must exit 1 with `worker-2` (stuck in read) and `demo_service` (joining
-/// it) flagged, and the report must name the hook.
+/// it) flagged, the entry probe must have seen worker-2's read start, the exit probe must have
+/// timed a wait that SIGTERM ended (a slow call with a stack), and the report must name the hook.
 fn run_demo(plan: &Plan, hook: Option<&str>, log: &Path) -> Result<bool> {
     let report = log.with_extension("json");
     let mut cmd = Command::new(&plan.stallprobe);
@@ -257,6 +258,29 @@ fn run_demo(plan: &Plan, hook: Option<&str>, log: &Path) -> Result<bool> {
             if flagged != ["demo_service", "worker-2"] {
                 problems.push(format!(
                     "flagged {flagged:?}, expected demo_service and worker-2"
+                ));
+            }
+            // The probes fire: the entry probe saw the stuck read start (not only the task
+            // iterator), and the exit probe timed the waits that SIGTERM ended, with a stack.
+            let worker2 = r["threads"]
+                .as_array()
+                .and_then(|a| a.iter().find(|t| t["name"] == "worker-2"));
+            if worker2.is_none_or(|t| t["blocked_since"] != "probe") {
+                problems.push(format!(
+                    "worker-2 blocked_since {}, expected probe",
+                    worker2.map_or(serde_json::Value::Null, |t| t["blocked_since"].clone())
+                ));
+            }
+            let timed = r["slow_calls"].as_array().is_some_and(|a| {
+                a.iter().any(|c| {
+                    c["duration_ms"].as_f64().unwrap_or(0.0) >= 1000.0
+                        && c["stack"].as_array().is_some_and(|s| !s.is_empty())
+                })
+            });
+            if !timed {
+                problems.push(format!(
+                    "no slow call of 1 s or more with a stack: {}",
+                    r["slow_calls"]
                 ));
             }
             let want = hook.unwrap_or(&plan.auto_hook);

@@ -120,26 +120,33 @@ pub fn missing_kernels() -> Vec<(&'static Kernel, Option<String>)> {
     out
 }
 
-/// Fetch and unpack the newest package of the series (apt-get update first when apt does not
-/// know of one).
+/// Fetch and unpack `pkg`, or the newest package of the series after an `apt-get update` (when
+/// apt's lists have none, or `pkg` cannot be downloaded any more).
 pub fn fetch_kernel(k: &Kernel, pkg: Option<&str>) -> Result<()> {
-    let pkg = match pkg {
-        Some(p) => p.to_string(),
-        None => {
-            util::run(
-                Command::new("apt-get")
-                    .arg("update")
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
-            )?;
-            newest_available(k).with_context(|| {
-                format!(
-                    "apt knows no package {}N{} (are Debian bookworm and its security \
-                     updates in the apt sources?)",
-                    k.prefix, k.suffix
-                )
-            })?
+    if let Some(p) = pkg {
+        match fetch_package(k, p) {
+            Ok(()) => return Ok(()),
+            // apt's lists may be older than the mirror (the package replaced by a newer one).
+            Err(e) => println!("  {e:#}: updating apt's lists and trying again"),
         }
-    };
+    }
+    util::run(
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    let pkg = newest_available(k).with_context(|| {
+        format!(
+            "apt knows no package {}N{} (are Debian bookworm and its security updates in the \
+             apt sources?)",
+            k.prefix, k.suffix
+        )
+    })?;
+    fetch_package(k, &pkg)
+}
+
+fn fetch_package(k: &Kernel, pkg: &str) -> Result<()> {
+    let pkg = pkg.to_string();
     let dir = package_dir(&pkg);
     let dl = kernels_dir().join(format!(".download-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dl);

@@ -745,6 +745,20 @@ fn print_summary(summaries: &[KernelSummary], total: Duration) {
         );
     }
     println!("\n  kernel matrix: {:.0} s in all", total.as_secs_f64());
+    // The closing line CI reads: every step of every guest (a required hook that did not load
+    // counts as a failure).
+    let (mut passed, mut failed) = (0, 0);
+    for s in summaries {
+        match &s.results {
+            Some(r) => {
+                passed += r.steps.iter().filter(|st| st.passed).count();
+                failed += r.steps.iter().filter(|st| !st.passed).count()
+                    + r.hooks.iter().filter(|h| h.required && !h.loaded).count();
+            }
+            None => failed += 1,
+        }
+    }
+    println!("kernel-matrix: {passed} passed, {failed} failed");
 }
 
 /// Install what the matrix needs when something is missing.

@@ -175,6 +175,8 @@ const GUEST_MEMORY: &str = "2G";
 const GUEST_TIMEOUT: Duration = Duration::from_secs(40 * 60);
 /// How long one smoke test may take in the guest before it is killed.
 const TEST_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// A guest whose console stays silent this long is stuck (kernel or 9p) and is killed.
+const SILENCE_LIMIT: Duration = Duration::from_secs(13 * 60);
 
 pub fn vng_dir() -> PathBuf {
     cargo_home().join("stallprobe-vng")
@@ -447,6 +449,9 @@ pub fn boot(
         .arg(&u.vmlinuz)
         .args(["--disable-kvm", "--force-9p", "--user", "root"])
         .args(["--cpus", GUEST_CPUS, "--memory", GUEST_MEMORY])
+        // vng boots with loglevel=1 (emergencies only): show errors too, so that a stuck guest
+        // says why (RCU stalls, hung tasks).
+        .args(["--append", "loglevel=4"])
         .arg("--rwdir")
         .arg(out)
         .args(
@@ -467,6 +472,7 @@ pub fn boot(
     std::os::unix::process::CommandExt::process_group(&mut c, 0);
     println!(
         "  vng --run {} --disable-kvm --force-9p --user root --cpus {GUEST_CPUS} --memory {GUEST_MEMORY} \\\n      \
+         --append loglevel=4 \
          --rwdir {}{} --exec \"{cmd}\"",
         u.vmlinuz.display(),
         out.display(),
@@ -479,6 +485,7 @@ pub fn boot(
     let mut child = c.spawn().context("starting vng")?;
     let pgid = child.id() as i32;
     let (first_tx, first_rx) = std::sync::mpsc::channel::<Instant>();
+    let last_line = std::sync::Arc::new(std::sync::Mutex::new(Instant::now()));
     let mut readers = Vec::new();
     for (stream, is_err) in [
         (
@@ -489,12 +496,14 @@ pub fn boot(
     ] {
         let tag = k.name;
         let first_tx = first_tx.clone();
+        let last_line = last_line.clone();
         readers.push(std::thread::spawn(move || {
             let mut r = BufReader::new(stream);
             let mut buf = Vec::new();
             while r.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
                 let line = String::from_utf8_lossy(&buf);
                 let line = line.trim_end();
+                *last_line.lock().unwrap() = Instant::now();
                 if line.contains(GUEST_HELLO) {
                     let _ = first_tx.send(Instant::now());
                 }
@@ -519,6 +528,21 @@ pub fn boot(
                 "  [{}] the guest did not finish within {} min: killed",
                 k.name,
                 timeout.as_secs() / 60
+            );
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            break child.wait()?;
+        }
+        // The guest runner prints a line per step and kills a step after TEST_TIMEOUT: a
+        // console silent for longer than that means the guest itself is stuck.
+        let silent = last_line.lock().unwrap().elapsed();
+        if silent > SILENCE_LIMIT {
+            timed_out = true;
+            eprintln!(
+                "  [{}] the guest printed nothing for {} min (a step is killed after {} min): \
+                 it is stuck; killed",
+                k.name,
+                silent.as_secs() / 60,
+                TEST_TIMEOUT.as_secs() / 60
             );
             unsafe { libc::kill(-pgid, libc::SIGKILL) };
             break child.wait()?;

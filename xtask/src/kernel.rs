@@ -778,6 +778,10 @@ fn print_summary(summaries: &[KernelSummary], total: Duration) {
                 passed += r.steps.iter().filter(|st| st.passed).count();
                 failed += r.steps.iter().filter(|st| !st.passed).count()
                     + r.hooks.iter().filter(|h| h.required && !h.loaded).count();
+                // A guest that did not finish (killed, stuck) counts as one failure more.
+                if !r.finished {
+                    failed += 1;
+                }
             }
             None => failed += 1,
         }

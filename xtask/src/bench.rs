@@ -15,6 +15,7 @@
 //! run. Missed targets do not fail the command.
 
 mod extras;
+mod goroutines;
 mod proc;
 mod report;
 mod tools;
@@ -40,6 +41,9 @@ const MEMORY_THREADS: u32 = 1000;
 const MEMORY_WATCH: Duration = Duration::from_secs(3);
 const GRACE_THREADS: u32 = 200;
 const GRACE_RUNS: usize = 3;
+/// Parked goroutines of the Go target, and stallprobe runs against it.
+const GOROUTINES: u64 = 100_000;
+const GOROUTINE_RUNS: usize = 3;
 const ATTACH_RUNS: usize = 5;
 /// Before each run, wait up to this long for other processes to use less than
 /// `report::NOISY_OTHERS_CPU_PCT` of a CPU; at most `QUIET_BUDGET` in all.
@@ -236,6 +240,16 @@ fn measure(
             extras::grace(&tools, bins, GRACE_THREADS, GRACE_RUNS),
         );
     }
+    let mut gor = None;
+    if extras && !interrupted() {
+        step(&format!(
+            "goroutines: {GOROUTINES} parked, read by stallprobe ({GOROUTINE_RUNS} runs)"
+        ));
+        gor = report_err(
+            "goroutines",
+            goroutines::measure(&tools, GOROUTINES, GOROUTINE_RUNS),
+        );
+    }
     if interrupted() {
         println!("\ninterrupted: reporting what was measured so far");
     }
@@ -248,6 +262,7 @@ fn measure(
         attach.as_ref(),
         memory.as_ref(),
         grace.as_ref(),
+        gor.as_ref(),
     );
     step("results");
     println!(
@@ -280,6 +295,7 @@ fn measure(
         "attach_time": attach,
         "memory": memory,
         "grace": grace,
+        "goroutines": gor,
         "interrupted": interrupted(),
         "waited_for_quiet_host_secs": waited.as_secs_f64(),
         "total_secs": started.elapsed().as_secs_f64(),

@@ -17,9 +17,18 @@ pub mod cap {
 
 /// The effective capability set of this process (`CapEff` in /proc/self/status).
 pub fn effective_caps() -> u64 {
+    cap_set("CapEff")
+}
+
+/// The permitted capability set of this process (`CapPrm` in /proc/self/status).
+pub fn permitted_caps() -> u64 {
+    cap_set("CapPrm")
+}
+
+fn cap_set(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| crate::procfs::status_field(&s, "CapEff").map(str::to_owned))
+        .and_then(|s| crate::procfs::status_field(&s, field).map(str::to_owned))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0)
 }
@@ -45,7 +54,25 @@ pub fn missing_caps(caps: u64) -> Vec<&'static str> {
     missing
 }
 
+/// The inheritable capability set of this process (`CapInh` in /proc/self/status).
+fn inheritable_caps() -> u64 {
+    cap_set("CapInh")
+}
+
+/// Make every permitted capability effective. A binary given file capabilities without the
+/// effective bit (`setcap ...+p`, as the container image does) starts with them permitted
+/// only; raising them here lets it run with any subset of them (a `+ep` binary refuses to
+/// start when the bounding set, e.g. a DaemonSet's `capabilities.add`, lacks one of them).
+pub fn raise_effective() -> Result<(), String> {
+    let permitted = permitted_caps();
+    if effective_caps() == permitted {
+        return Ok(());
+    }
+    capset(permitted, permitted, inheritable_caps())
+}
+
 pub fn check_privileges() -> Result<(), StallError> {
+    let _ = raise_effective();
     let missing = missing_caps(effective_caps());
     if missing.is_empty() {
         return Ok(());
@@ -109,18 +136,46 @@ pub const KEPT_AFTER_ATTACH: [u32; 3] = [
     cap::CHECKPOINT_RESTORE,
 ];
 
-/// Drop every capability but [`KEPT_AFTER_ATTACH`] (effective, permitted and inheritable sets,
-/// and the bounding set so an exec cannot bring them back). Call after attaching and after
-/// starting any child (`stallprobe run`), which keeps the privileges it was started with.
+/// The capabilities [`drop_privileges`] keeps, given the permitted set: those of
+/// [`KEPT_AFTER_ATTACH`] that are permitted. capset(2) cannot add a capability that is not
+/// permitted, and asking for one fails the whole call (nothing would be dropped): a
+/// stallprobe started without, say, CAP_CHECKPOINT_RESTORE must still drop the rest.
+pub fn kept_caps(permitted: u64) -> u64 {
+    KEPT_AFTER_ATTACH.iter().fold(0u64, |m, &c| m | (1u64 << c)) & permitted
+}
+
+/// Drop every capability but [`KEPT_AFTER_ATTACH`] (effective, permitted, inheritable and
+/// ambient sets, and the bounding set so an exec cannot bring them back). Call after attaching
+/// and after starting any child (`stallprobe run`), which keeps the privileges it was started
+/// with. Works for root and for a non-root user given ambient capabilities (the systemd unit,
+/// the DaemonSet); the bounding set is only trimmed when CAP_SETPCAP is there (root), else
+/// `NoNewPrivileges=`/`allowPrivilegeEscalation: false` keep an exec from regaining anything.
 pub fn drop_privileges() -> Result<(), String> {
-    let keep: u64 = KEPT_AFTER_ATTACH.iter().fold(0, |m, &c| m | (1u64 << c));
-    // Bounding set first (needs CAP_SETPCAP, which we still have).
+    let keep = kept_caps(permitted_caps());
+    // Bounding set first (needs CAP_SETPCAP: root has it, a non-root user normally not).
     for c in 0..64u32 {
         if keep & (1u64 << c) == 0 {
             // SAFETY: prctl with integer arguments.
             let _ = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0, 0, 0) };
         }
     }
+    capset(keep, keep, 0)?;
+    // An empty inheritable set already empties the ambient set; say so explicitly anyway.
+    // SAFETY: prctl with integer arguments.
+    let _ = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    Ok(())
+}
+
+/// capset(2) on this thread: the three sets, as 64-bit masks.
+fn capset(effective: u64, permitted: u64, inheritable: u64) -> Result<(), String> {
     #[repr(C)]
     struct Header {
         version: u32,
@@ -137,20 +192,12 @@ pub fn drop_privileges() -> Result<(), String> {
         version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
         pid: 0,
     };
-    let lo = keep as u32;
-    let hi = (keep >> 32) as u32;
-    let data = [
-        Data {
-            effective: lo,
-            permitted: lo,
-            inheritable: 0,
-        },
-        Data {
-            effective: hi,
-            permitted: hi,
-            inheritable: 0,
-        },
-    ];
+    let word = |i: u32| Data {
+        effective: (effective >> (32 * i)) as u32,
+        permitted: (permitted >> (32 * i)) as u32,
+        inheritable: (inheritable >> (32 * i)) as u32,
+    };
+    let data = [word(0), word(1)];
     // SAFETY: capset with a valid header and two data words, as the ABI requires.
     let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) };
     if r != 0 {
@@ -213,6 +260,20 @@ mod tests {
             missing_caps(0),
             vec!["CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE"]
         );
+    }
+
+    #[test]
+    fn kept_caps_are_the_permitted_ones() {
+        let all =
+            (1 << cap::SYS_PTRACE) | (1 << cap::DAC_READ_SEARCH) | (1 << cap::CHECKPOINT_RESTORE);
+        assert_eq!(kept_caps(u64::MAX), all);
+        // Started without CAP_CHECKPOINT_RESTORE (and with CAP_BPF, dropped): keep the other two.
+        let started = (1 << cap::BPF) | (1 << cap::SYS_PTRACE) | (1 << cap::DAC_READ_SEARCH);
+        assert_eq!(
+            kept_caps(started),
+            (1 << cap::SYS_PTRACE) | (1 << cap::DAC_READ_SEARCH)
+        );
+        assert_eq!(kept_caps(0), 0);
     }
 
     #[test]

@@ -64,7 +64,9 @@ pub struct CallRecord {
 
 impl CallRecord {
     pub fn from_inflight(f: &InFlight) -> Option<CallRecord> {
-        if f.call == CALL_NONE {
+        // A record is only ever stored with its start time: a zeroed one (task storage made
+        // for something else, e.g. a futex wake) is no call.
+        if f.call == CALL_NONE || f.start_ns == 0 {
             return None;
         }
         let call = Call::from_u16(f.call)?;
@@ -329,6 +331,21 @@ mod tests {
     fn bytes_of<T: Pod>(v: &T) -> Vec<u8> {
         // SAFETY: T is Pod, reading its bytes is fine.
         unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    #[test]
+    fn a_zeroed_in_flight_record_is_no_call() {
+        // Task storage made by a futex wake is zeroed: call 0 is Futex, but it never started.
+        let zeroed: InFlight = unsafe { std::mem::zeroed() };
+        assert_eq!(CallRecord::from_inflight(&zeroed), None);
+        let started = InFlight {
+            start_ns: 5,
+            ..zeroed
+        };
+        assert_eq!(
+            CallRecord::from_inflight(&started).map(|c| c.call),
+            Some(Call::from_u16(0).unwrap())
+        );
     }
 
     #[test]

@@ -428,6 +428,7 @@ mod tests {
         st.inflight.call = Call::Read as u16;
         st.inflight.obj = 4;
         st.stats[0].count = 9;
+        st.inflight.start_ns = 1_000;
         buf.extend(bytes_of(&st));
         buf.extend(bytes_of(&rec(4, 0)));
         buf.extend(bytes_of(&rec(5, probe_ebpf::STATE_BRIEF)));

@@ -1,25 +1,20 @@
 //! The DaemonSet, run for real.
-#![allow(unused_imports)]
 
 use std::{
-    collections::{BTreeSet, HashMap},
-    ffi::CString,
+    collections::BTreeSet,
     os::unix::{
-        ffi::OsStrExt,
         fs::{MetadataExt, PermissionsExt},
-        net::UnixDatagram,
         process::CommandExt,
     },
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, Weak},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use nix::sys::signal::Signal;
 use stallprobe_tests::*;
 
-use crate::sidecar_support::{Cgroup, journald, recv_until, wait_for_entries};
+use crate::sidecar_support::Cgroup;
 use crate::{files::*, machinery::*};
 
 // ---- the DaemonSet ----
@@ -31,7 +26,7 @@ use crate::{files::*, machinery::*};
 /// the profile allows exactly the observed and the listed extra system calls, each a real
 /// x86_64 system call, and none that writes into other processes or escapes a container.
 #[test]
-pub(crate) fn kubernetes_manifests_are_consistent() {
+fn kubernetes_manifests_are_consistent() {
     let ds = DaemonSet::load();
     let c = &ds.container;
     assert_eq!(ds.pod["hostPID"], true);
@@ -454,7 +449,7 @@ pub(crate) fn start_container(
 /// keeps only what it needs. Without the file capabilities it gets none (Kubernetes adds
 /// no ambient capabilities): it says so and exits 2.
 #[test]
-pub(crate) fn daemonset_runs_with_its_security_context() {
+fn daemonset_runs_with_its_security_context() {
     require_root();
     let ds = DaemonSet::load();
     let (file_caps, flags) = dockerfile_file_caps();
@@ -538,7 +533,7 @@ pub(crate) fn daemonset_runs_with_its_security_context() {
 /// syscalls-observed.txt, hence in the seccomp profile. `STALLPROBE_BLESS=1` adds the new
 /// ones to the list (then regenerate the profile: packaging/kubernetes/seccomp-profile.py).
 #[test]
-pub(crate) fn seccomp_profile_covers_traced_syscalls() {
+fn seccomp_profile_covers_traced_syscalls() {
     require_root();
     let strace = need("strace", "strace");
     let user = packaged_user();

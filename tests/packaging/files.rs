@@ -1,25 +1,12 @@
 //! Reading the packaging files: the unit, its drop-ins, the DaemonSet, the seccomp profile.
-#![allow(unused_imports)]
 
 use std::{
     collections::{BTreeSet, HashMap},
-    ffi::CString,
-    os::unix::{
-        ffi::OsStrExt,
-        fs::{MetadataExt, PermissionsExt},
-        net::UnixDatagram,
-        process::CommandExt,
-    },
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, Weak},
-    time::{Duration, Instant},
+    path::PathBuf,
+    process::Command,
 };
 
-use nix::sys::signal::Signal;
 use stallprobe_tests::*;
-
-use crate::sidecar_support::{Cgroup, journald, recv_until, wait_for_entries};
 
 pub(crate) fn packaging_path(rel: &str) -> PathBuf {
     repo_root().join("packaging").join(rel)

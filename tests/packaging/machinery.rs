@@ -1,17 +1,10 @@
 //! The machinery: the unit's user, scratch directories, seccomp, mounts, credentials.
-#![allow(unused_imports)]
 
 use std::{
-    collections::{BTreeSet, HashMap},
     ffi::CString,
-    os::unix::{
-        ffi::OsStrExt,
-        fs::{MetadataExt, PermissionsExt},
-        net::UnixDatagram,
-        process::CommandExt,
-    },
+    os::unix::{ffi::OsStrExt, fs::PermissionsExt},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     sync::{Arc, Mutex, Weak},
     time::{Duration, Instant},
 };
@@ -20,7 +13,6 @@ use nix::sys::signal::Signal;
 use stallprobe_tests::*;
 
 use crate::files::*;
-use crate::sidecar_support::{Cgroup, journald, recv_until, wait_for_entries};
 
 // ---- the machinery: user, scratch directory, seccomp, mounts ----
 

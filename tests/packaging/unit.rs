@@ -1,25 +1,21 @@
 //! The systemd unit, run for real.
-#![allow(unused_imports)]
 
 use std::{
-    collections::{BTreeSet, HashMap},
-    ffi::CString,
+    collections::BTreeSet,
     os::unix::{
-        ffi::OsStrExt,
         fs::{MetadataExt, PermissionsExt},
         net::UnixDatagram,
         process::CommandExt,
     },
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, Weak},
+    path::Path,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use nix::sys::signal::Signal;
 use stallprobe_tests::*;
 
-use crate::sidecar_support::{Cgroup, journald, recv_until, wait_for_entries};
+use crate::sidecar_support::{journald, recv_until, wait_for_entries};
 use crate::{files::*, machinery::*};
 
 // ---- the unit ----
@@ -27,7 +23,7 @@ use crate::{files::*, machinery::*};
 /// Each drop-in shipped next to the unit verifies with it, and the sysusers snippet makes
 /// the system user the unit runs as.
 #[test]
-pub(crate) fn unit_drop_ins_and_sysusers_snippet_are_valid() {
+fn unit_drop_ins_and_sysusers_snippet_are_valid() {
     require_root();
     let unit = read("systemd/stallprobe@.service").replace(
         "/usr/local/bin/stallprobe",
@@ -129,7 +125,7 @@ pub(crate) fn analyze_security(dir: &Path) -> Option<(f64, BTreeSet<String>, Str
 /// 4.9 before the unit ran as its own user) and the settings it must credit; 2.1 with the
 /// no-kernel-names drop-in.
 #[test]
-pub(crate) fn unit_security_exposure() {
+fn unit_security_exposure() {
     require_root();
     let unit = read("systemd/stallprobe@.service").replace(
         "/usr/local/bin/stallprobe",
@@ -213,7 +209,7 @@ pub(crate) fn unit_security_exposure() {
 /// threads with named user and kernel stacks and lock owners, the journal, sd_notify, the
 /// metrics endpoint; and once attached it holds only what it keeps.
 #[test]
-pub(crate) fn packaged_unit_watches_a_stall_as_its_own_user() {
+fn packaged_unit_watches_a_stall_as_its_own_user() {
     require_root();
     journald();
     let unit = read("systemd/stallprobe@.service");

@@ -354,8 +354,10 @@ fn a_jvm_in_its_own_pid_and_mount_namespaces() {
         "sh",
         "-c",
     ])
+    // The classes are reached through an fd opened before the mount: a checkout under /tmp
+    // (a CI runner's) would be hidden by the namespace's own /tmp.
     .arg(format!(
-        "mount -t tmpfs tmpfs /tmp && exec java -cp {} JavaStacks",
+        "exec 3<'{}' && mount -t tmpfs tmpfs /tmp && exec java -cp /proc/self/fd/3 JavaStacks",
         classes.display()
     ));
     let jvm = start_cmd(cmd, "ns");

@@ -64,7 +64,6 @@ pub fn inheritable_caps() -> u64 {
 }
 
 pub fn check_privileges() -> Result<(), StallError> {
-    let _ = crate::privileges::raise_effective();
     let missing = missing_caps(effective_caps());
     if missing.is_empty() {
         return Ok(());

@@ -106,6 +106,9 @@ fn pid_max() -> u32 {
 impl Probes {
     /// Check privileges and kernel, load the object, attach every program.
     pub fn load(opts: &ProbeOptions) -> Result<Probes, StallError> {
+        // A binary with file capabilities but no effective bit (the container image) starts
+        // with them permitted only.
+        let _ = crate::privileges::raise_effective();
         crate::preflight::check_privileges()?;
         crate::preflight::check_kernel()?;
         if BPF_OBJECT.is_empty() {

@@ -21,6 +21,13 @@ pub struct TaskOffsets {
     /// kernel side drops a process from the target set when its last thread exits. 0: not found.
     pub signal: u32,
     pub signal_live: u32,
+    /// For the scheduler hook: `task_struct.mm` (is the CPU's address space the target's?),
+    /// `task_struct.pending.signal`, `task_struct.blocked` and
+    /// `signal_struct.shared_pending.signal` (was the thread woken by a signal?). 0: not found.
+    pub mm: u32,
+    pub pending: u32,
+    pub blocked: u32,
+    pub shared_pending: u32,
 }
 
 impl TaskOffsets {
@@ -52,6 +59,11 @@ impl TaskOffsets {
             last_arrival: off(&["sched_info", "last_arrival"]).unwrap_or(0),
             signal: off(&["signal"]).unwrap_or(0),
             signal_live: field_offset(&btf, "signal_struct", &["live"]).unwrap_or(0),
+            mm: off(&["mm"]).unwrap_or(0),
+            pending: off(&["pending", "signal"]).unwrap_or(0),
+            blocked: off(&["blocked"]).unwrap_or(0),
+            shared_pending: field_offset(&btf, "signal_struct", &["shared_pending", "signal"])
+                .unwrap_or(0),
         })
     }
 }
@@ -126,5 +138,7 @@ mod tests {
         let o = TaskOffsets::from_kernel().unwrap();
         assert!(o.pid > 0 && o.tgid > 0 && o.comm > 0);
         assert_eq!(o.tgid, o.pid + 4, "tgid follows pid in task_struct");
+        // struct sigpending { struct list_head list; sigset_t signal; }
+        assert!(o.pending > 0 && o.blocked > 0 && o.mm > 0 && o.shared_pending >= 16);
     }
 }

@@ -26,13 +26,11 @@ static TASK_FLAGS_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static TASK_LAST_ARRIVAL_OFF: u32 = 0;
 #[unsafe(no_mangle)]
-static TASK_SIGNAL_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static SIGNAL_LIVE_OFF: u32 = 0;
-#[unsafe(no_mangle)]
 static FOLLOW_CHILDREN: u32 = 0;
 #[unsafe(no_mangle)]
 static TASK_MM_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_SIGNAL_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static TASK_PENDING_OFF: u32 = 0;
 #[unsafe(no_mangle)]
@@ -77,20 +75,16 @@ pub fn task_last_arrival_off() -> u32 {
     global(&TASK_LAST_ARRIVAL_OFF)
 }
 #[inline(always)]
-pub fn task_signal_off() -> u32 {
-    global(&TASK_SIGNAL_OFF)
-}
-#[inline(always)]
-pub fn signal_live_off() -> u32 {
-    global(&SIGNAL_LIVE_OFF)
-}
-#[inline(always)]
 pub fn follow_children() -> bool {
     global(&FOLLOW_CHILDREN) != 0
 }
 #[inline(always)]
 pub fn task_mm_off() -> u32 {
     global(&TASK_MM_OFF)
+}
+#[inline(always)]
+pub fn task_signal_off() -> u32 {
+    global(&TASK_SIGNAL_OFF)
 }
 #[inline(always)]
 pub fn task_pending_off() -> u32 {

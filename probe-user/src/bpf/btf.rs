@@ -17,14 +17,11 @@ pub struct TaskOffsets {
     pub flags: u32,
     /// `sched_info.last_arrival`; 0 when the kernel lacks it (CONFIG_SCHED_INFO off).
     pub last_arrival: u32,
-    /// `task_struct.signal` and `signal_struct.live` (the thread group's live threads): the
-    /// kernel side drops a process from the target set when its last thread exits. 0: not found.
-    pub signal: u32,
-    pub signal_live: u32,
     /// For the scheduler hook: `task_struct.mm` (is the CPU's address space the target's?),
-    /// `task_struct.pending.signal`, `task_struct.blocked` and
+    /// `task_struct.signal`, `task_struct.pending.signal`, `task_struct.blocked` and
     /// `signal_struct.shared_pending.signal` (was the thread woken by a signal?). 0: not found.
     pub mm: u32,
+    pub signal: u32,
     pub pending: u32,
     pub blocked: u32,
     pub shared_pending: u32,
@@ -57,9 +54,8 @@ impl TaskOffsets {
                 .ok_or_else(|| missing("__state"))?,
             flags: off(&["flags"]).ok_or_else(|| missing("flags"))?,
             last_arrival: off(&["sched_info", "last_arrival"]).unwrap_or(0),
-            signal: off(&["signal"]).unwrap_or(0),
-            signal_live: field_offset(&btf, "signal_struct", &["live"]).unwrap_or(0),
             mm: off(&["mm"]).unwrap_or(0),
+            signal: off(&["signal"]).unwrap_or(0),
             pending: off(&["pending", "signal"]).unwrap_or(0),
             blocked: off(&["blocked"]).unwrap_or(0),
             shared_pending: field_offset(&btf, "signal_struct", &["shared_pending", "signal"])

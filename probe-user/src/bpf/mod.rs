@@ -150,10 +150,9 @@ impl Probes {
             .override_global(globals::TASK_STATE_OFF, &off.state, true)
             .override_global(globals::TASK_FLAGS_OFF, &off.flags, true)
             .override_global(globals::TASK_LAST_ARRIVAL_OFF, &off.last_arrival, true)
-            .override_global(globals::TASK_SIGNAL_OFF, &off.signal, true)
-            .override_global(globals::SIGNAL_LIVE_OFF, &off.signal_live, true)
             .override_global(globals::FOLLOW_CHILDREN, &follow, true)
             .override_global(globals::TASK_MM_OFF, &off.mm, true)
+            .override_global(globals::TASK_SIGNAL_OFF, &off.signal, true)
             .override_global(globals::TASK_PENDING_OFF, &off.pending, true)
             .override_global(globals::TASK_BLOCKED_OFF, &off.blocked, true)
             .override_global(
@@ -241,6 +240,12 @@ impl Probes {
             &kbtf,
             programs::PROCESS_FORK,
             "sched_process_fork",
+        )?;
+        attach_tp_btf(
+            &mut ebpf,
+            &kbtf,
+            programs::PROCESS_FREE,
+            "sched_process_free",
         )?;
         attach_tp_btf(
             &mut ebpf,
@@ -566,6 +571,7 @@ mod tests {
             programs::SIGNAL_GENERATE,
             programs::THREAD_EXIT,
             programs::PROCESS_FORK,
+            programs::PROCESS_FREE,
             programs::PROCESS_EXEC,
             programs::SNAPSHOT_TASKS,
             maps::TARGETS,
@@ -584,7 +590,6 @@ mod tests {
             globals::TASK_LAST_ARRIVAL_OFF,
             globals::FOLLOW_CHILDREN,
             globals::TASK_SIGNAL_OFF,
-            globals::SIGNAL_LIVE_OFF,
             globals::TASK_MM_OFF,
             globals::TASK_PENDING_OFF,
             globals::TASK_BLOCKED_OFF,

@@ -160,6 +160,7 @@ pub(crate) mod testutil {
             module: Some(module.into()),
             inlined: false,
             offset: None,
+            lang: None,
         }
     }
 

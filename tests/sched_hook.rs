@@ -60,6 +60,12 @@ fn the_scheduler_hook_counts_sleeps_not_calls() {
         assert!((100..=260).contains(&n), "ticked reads: {n}; {ticked}");
         let max = ticked["blocks"]["read"]["max_ms"].as_f64().unwrap();
         assert!(max < 500.0, "each read waits ~20 ms: {max}");
+        // Per-call block durations: the mean is the 20 ms between two bytes, not the time
+        // the thread ran.
+        let mean = ticked["blocks"]["read"]["total_ms"].as_f64().unwrap() / n as f64;
+        assert!((12.0..40.0).contains(&mean), "mean read block {mean} ms; {ticked}");
+        let p50 = ticked["blocks"]["read"]["p50_ms"].as_f64().unwrap();
+        assert!((8.0..=64.0).contains(&p50), "p50 {p50} ms; {ticked}");
     }
     // read() of /dev/zero never sleeps: tens of thousands of calls, next to no blocks.
     let busy = count(thread(&raw, "never-sleeps"), "read");
@@ -122,4 +128,60 @@ fn slow_calls_under_the_scheduler_hook_have_stacks_and_no_return_value() {
     );
     let t = thread(&r, "slow-recv");
     assert!(count(t, "recvfrom") >= 3, "{t}");
+}
+
+/// Shutdown verdicts under the scheduler hook, with `run` (the probes attached before the
+/// command starts): a lock-order deadlock is stalled with both lockers and the joining main
+/// flagged, their blocks timed by the hook since they began; a clean shutdown is clean.
+#[test]
+fn shutdown_verdicts_under_the_scheduler_hook() {
+    require_root();
+    for (name, stalled) in [("deadlock", true), ("clean_shutdown", false)] {
+        let bin = build_c(name);
+        let out = report_path(&format!("sched-{name}"));
+        let run = stallprobe(
+            &[
+                "run",
+                "--hook",
+                "sched",
+                "--stop-after",
+                "2s",
+                "--grace",
+                "2s",
+                "--format",
+                "json",
+                "-o",
+                out.to_str().unwrap(),
+                "--",
+                bin.to_str().unwrap(),
+            ],
+            RUN_TIMEOUT,
+        );
+        let text = std::fs::read_to_string(&out)
+            .unwrap_or_else(|e| panic!("no report ({e}); stderr:\n{}", run.stderr));
+        let r: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(r["session"]["hook"], "sched", "session: {}", r["session"]);
+        if !stalled {
+            assert_clean(&run, &r);
+            continue;
+        }
+        assert_stalled(&run, &r);
+        assert_flagged_exactly(&r, &["locker-a", "locker-b", "main"]);
+        for locker in ["locker-a", "locker-b"] {
+            let t = flagged_thread(&r, locker);
+            assert_eq!(t["state"], "blocked", "{}", describe(&r));
+            assert_eq!(t["syscall"], "futex", "{t}");
+            assert_eq!(t["blocked_since"], "probe", "timed by the hook: {t}");
+            assert!(t["blocked_ms"].as_u64().unwrap() >= 3000, "{t}");
+            assert_reason(
+                t,
+                "deadlocked (2 threads): blocked in futex",
+                &["never woke up", "take_second_lock"],
+            );
+            assert_frame(t, "take_second_lock", "deadlock.c");
+        }
+        let main = flagged_thread(&r, "main");
+        assert_eq!(main["syscall"], "futex", "{main}");
+        assert_frame(main, "shutdown_and_join", "deadlock.c");
+    }
 }

@@ -480,6 +480,13 @@ fn print_progress(runs: usize, r: &RunRecord) {
     if let Some(p) = &r.tool.problem {
         extra.push_str(&format!("  ({p})"));
     }
+    // What a workload says about its own mode (the mutex queue: context switches, contended
+    // acquisitions and condvar waits per 1,000 items).
+    if let Some(m) = &r.measurement {
+        for (k, v) in &m.extra {
+            extra.push_str(&format!("  {}={v:.2}", k.trim_end_matches("_per_kop")));
+        }
+    }
     if r.is_noisy() {
         extra.push_str(&format!(
             "  [noisy: others used {:.0}% CPU{}]",

@@ -268,7 +268,7 @@ fn target_exiting_mid_run_is_reported() {
 }
 
 /// `--hook auto` (the default) picks fentry where the kernel allows it, the scheduler hook where
-/// it does not (raw tracepoints if even that fails), and the report's `session.hook` says which
+/// it does not (raw tracepoints if even that fails to attach), and the report's `session.hook` says which
 /// ran. The kernel matrix (`cargo xtask test --kernel`) sets `STALLPROBE_TEST_AUTO_HOOK` to the
 /// hook a kernel must get (fentry on Debian's 6.1 and 6.12); elsewhere any is accepted, with the
 /// fallback explained.
@@ -297,7 +297,9 @@ fn hook_auto_reports_the_hook_that_ran() {
     match std::env::var("STALLPROBE_TEST_AUTO_HOOK") {
         Ok(want) => assert_eq!(hook, want, "session: {}", r["session"]),
         Err(_) => assert!(
-            ["fentry", "sched", "raw"].contains(&hook),
+            // Raw tracepoints only if the scheduler hook cannot attach, which no kernel this
+            // project supports does (BTF tracepoints are in 5.15).
+            ["fentry", "sched"].contains(&hook),
             "session: {}",
             r["session"]
         ),

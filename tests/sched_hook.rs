@@ -63,7 +63,10 @@ fn the_scheduler_hook_counts_sleeps_not_calls() {
         // Per-call block durations: the mean is the 20 ms between two bytes, not the time
         // the thread ran.
         let mean = ticked["blocks"]["read"]["total_ms"].as_f64().unwrap() / n as f64;
-        assert!((12.0..40.0).contains(&mean), "mean read block {mean} ms; {ticked}");
+        assert!(
+            (12.0..40.0).contains(&mean),
+            "mean read block {mean} ms; {ticked}"
+        );
         let p50 = ticked["blocks"]["read"]["p50_ms"].as_f64().unwrap();
         assert!((8.0..=64.0).contains(&p50), "p50 {p50} ms; {ticked}");
     }
@@ -86,7 +89,10 @@ fn a_wait_restarted_after_each_signal_stays_one_block() {
     let t = thread(&r, "restarted");
     assert_eq!(t["state"], "blocked", "{t}");
     assert_eq!(t["syscall"], "futex", "{t}");
-    assert_eq!(t["blocked_since"], "probe", "seen starting after attach: {t}");
+    assert_eq!(
+        t["blocked_since"], "probe",
+        "seen starting after attach: {t}"
+    );
     let ms = t["blocked_ms"].as_u64().unwrap();
     assert!(
         ms >= 1500,

@@ -175,7 +175,14 @@ fn in_guests(o: &Options, which: &str, stallprobe: &Path, bins: &Path) -> Result
 pub fn guest(o: &Options, stallprobe: PathBuf, bins: &Path, out: &Path) -> Result<()> {
     println!("{}: bench", crate::kernel::GUEST_HELLO);
     let workloads = Workload::select(o.only.as_deref())?;
-    measure(o, &workloads, stallprobe, bins, false, &out.join("bench.json"))
+    measure(
+        o,
+        &workloads,
+        stallprobe,
+        bins,
+        false,
+        &out.join("bench.json"),
+    )
 }
 
 /// Run every configuration (and with `extras`, the other tools and the attach/memory/grace
@@ -209,7 +216,11 @@ fn measure(
     }
     println!(
         "  measured: {}; --hook auto picks {}",
-        hooks.iter().map(|h| h.name()).collect::<Vec<_>>().join(", "),
+        hooks
+            .iter()
+            .map(|h| h.name())
+            .collect::<Vec<_>>()
+            .join(", "),
         support.auto.map_or("nothing (it failed)", |h| h.name())
     );
     let plan: Vec<(Workload, Vec<Config>)> = workloads

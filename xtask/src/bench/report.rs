@@ -609,8 +609,10 @@ pub fn print_hook_matrix(
             rows.push((tool.to_string(), names));
         }
     }
-    println!("
-ratio to the baseline, by hook (median of the runs; \"other\": the tool watches an idle process):");
+    println!(
+        "
+ratio to the baseline, by hook (median of the runs; \"other\": the tool watches an idle process):"
+    );
     print!("  {:<18}", "");
     for (_, _, name) in &cols {
         print!(" {name:>15}");

@@ -105,8 +105,10 @@ fn switch_in(next: *const u8, tgid: u32, prev: *const u8) {
         return;
     };
     let f = st.inflight;
-    if f.call == CALL_NONE || f.interrupted_ns != 0 {
-        return; // no block open (it ran a preemption ago, or never slept in a probed call)
+    if f.call == CALL_NONE || f.interrupted_ns != 0 || f.start_ns == 0 {
+        // No block open (it ran a preemption ago, or never slept in a probed call), or storage
+        // another program just made, zeroed (call 0 would read as a futex wait since boot).
+        return;
     }
     let now = unsafe { bpf_ktime_get_ns() };
     if signal_pending(next) {

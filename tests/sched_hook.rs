@@ -64,7 +64,7 @@ fn the_scheduler_hook_counts_sleeps_not_calls() {
         // the thread ran.
         let mean = ticked["blocks"]["read"]["total_ms"].as_f64().unwrap() / n as f64;
         assert!(
-            (12.0..40.0).contains(&mean),
+            (10.0..=45.0).contains(&mean),
             "mean read block {mean} ms; {ticked}"
         );
         let p50 = ticked["blocks"]["read"]["p50_ms"].as_f64().unwrap();

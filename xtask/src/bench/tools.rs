@@ -496,3 +496,60 @@ fn stallprobe_saw(report: &Path) -> Option<Value> {
         "dropped_events": r["dropped_events"],
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_workload_gets_the_baseline_every_hook_and_the_tools() {
+        let hooks = [Hook::Sched, Hook::Raw];
+        let pp = Config::for_workload(Workload::Pingpong, &hooks, true);
+        assert_eq!(
+            pp.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            [
+                "baseline",
+                "stallprobe-sched",
+                "stallprobe-raw",
+                "stallprobe-sched-other",
+                "stallprobe-raw-other",
+                "bpftrace",
+                "offcputime"
+            ]
+        );
+        // Workloads no tool watches: stallprobe only ever watches an idle process there.
+        let unwatched = Config::for_workload(Workload::Getppid, &hooks, false);
+        assert_eq!(
+            unwatched,
+            [
+                Config::Baseline,
+                Config::StallprobeOther(Hook::Sched),
+                Config::StallprobeOther(Hook::Raw)
+            ]
+        );
+        let mutex = Config::for_workload(Workload::Mutex, &[Hook::Sched], false);
+        assert_eq!(mutex, [Config::Baseline, Config::Stallprobe(Hook::Sched)]);
+    }
+
+    #[test]
+    fn hook_names_round_trip_and_configs_are_named_apart() {
+        for h in Hook::ALL {
+            assert_eq!(Hook::from_name(h.name()), Some(h));
+        }
+        assert_eq!(Hook::from_name("auto"), None);
+        let mut names: Vec<&str> = Hook::ALL
+            .iter()
+            .flat_map(|&h| {
+                [
+                    Config::Stallprobe(h).name(),
+                    Config::StallprobeOther(h).name(),
+                ]
+            })
+            .collect();
+        names.extend(["baseline", "bpftrace", "offcputime"]);
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n, "{names:?}");
+    }
+}

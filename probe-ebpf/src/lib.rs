@@ -171,6 +171,8 @@ pub mod programs {
     /// Raw tracepoints `sys_enter` / `sys_exit` (`--hook raw`).
     pub const RAW_SYS_ENTER: &str = "raw_sys_enter";
     pub const RAW_SYS_EXIT: &str = "raw_sys_exit";
+    /// BTF tracepoint `sched_switch` (`--hook sched`): blocks from the scheduler.
+    pub const SCHED_SWITCH: &str = "sched_block";
     /// BTF tracepoint `signal_generate`: shutdown signals.
     pub const SIGNAL_GENERATE: &str = "signal_generate";
     /// BTF tracepoints `sched_process_exit/fork/free/exec`.
@@ -265,6 +267,9 @@ pub mod inflight_flags {
     pub const TIMEOUT_REALTIME: u16 = 4;
     /// The timeout pointer could not be read (kept as "unknown", not as "none").
     pub const TIMEOUT_UNREADABLE: u16 = 8;
+    /// Recorded by the scheduler hook (`--hook sched`): the block is one sleep inside the call,
+    /// from switch-out to switch-in, and a slow call's return value is not known (`ret` is 0).
+    pub const SCHED: u16 = 16;
 }
 
 /// A probed call in progress, recorded at syscall entry.
@@ -528,6 +533,14 @@ pub mod globals {
     pub const TASK_LAST_ARRIVAL_OFF: &str = "TASK_LAST_ARRIVAL_OFF";
     /// u32: 1 to add forked child processes of targets to the target set in the kernel.
     pub const FOLLOW_CHILDREN: &str = "FOLLOW_CHILDREN";
+    /// u32, for the scheduler hook: offsets of `task_struct.mm`, `task_struct.signal`,
+    /// `task_struct.pending.signal`, `task_struct.blocked` and
+    /// `signal_struct.shared_pending.signal` (0: unknown).
+    pub const TASK_MM_OFF: &str = "TASK_MM_OFF";
+    pub const TASK_SIGNAL_OFF: &str = "TASK_SIGNAL_OFF";
+    pub const TASK_PENDING_OFF: &str = "TASK_PENDING_OFF";
+    pub const TASK_BLOCKED_OFF: &str = "TASK_BLOCKED_OFF";
+    pub const SIGNAL_SHARED_PENDING_OFF: &str = "SIGNAL_SHARED_PENDING_OFF";
 }
 
 /// Names of the maps the loader touches.

@@ -27,6 +27,16 @@ static TASK_FLAGS_OFF: u32 = 0;
 static TASK_LAST_ARRIVAL_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static FOLLOW_CHILDREN: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_MM_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_SIGNAL_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_PENDING_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static TASK_BLOCKED_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+static SIGNAL_SHARED_PENDING_OFF: u32 = 0;
 
 #[inline(always)]
 fn global<T: Copy>(g: &'static T) -> T {
@@ -67,6 +77,26 @@ pub fn task_last_arrival_off() -> u32 {
 #[inline(always)]
 pub fn follow_children() -> bool {
     global(&FOLLOW_CHILDREN) != 0
+}
+#[inline(always)]
+pub fn task_mm_off() -> u32 {
+    global(&TASK_MM_OFF)
+}
+#[inline(always)]
+pub fn task_signal_off() -> u32 {
+    global(&TASK_SIGNAL_OFF)
+}
+#[inline(always)]
+pub fn task_pending_off() -> u32 {
+    global(&TASK_PENDING_OFF)
+}
+#[inline(always)]
+pub fn task_blocked_off() -> u32 {
+    global(&TASK_BLOCKED_OFF)
+}
+#[inline(always)]
+pub fn signal_shared_pending_off() -> u32 {
+    global(&SIGNAL_SHARED_PENDING_OFF)
 }
 
 // ---- maps ----------------------------------------------------------------------------------------
@@ -210,6 +240,15 @@ pub fn reserve<T: 'static>(drop_counter: u32) -> Option<aya_ebpf::maps::ring_buf
         count(drop_counter);
     }
     e
+}
+
+/// Load a field of a BTF-typed kernel object (a `tp_btf` argument, or a pointer loaded from
+/// one) directly: one instruction, no helper call. The globals live in the frozen, read-only
+/// `.rodata` map, so the verifier knows `off` as a constant and checks the access against the
+/// kernel's BTF (the field at `off` must be `size_of::<T>()` bytes wide).
+#[inline(always)]
+pub fn btf_field<T: Copy>(base: *const u8, off: u32) -> T {
+    unsafe { core::ptr::read(base.add(off as usize).cast::<T>()) }
 }
 
 /// Read a kernel value at `base + off` (offsets come from BTF, see the globals above).

@@ -60,6 +60,8 @@ pub struct CallRecord {
     pub timeout: Timeout,
     /// Non-zero: interrupted by a signal at this time, to be restarted (see the ABI).
     pub interrupted_ns: u64,
+    /// Recorded by the scheduler hook: the block is one sleep in the call (from switch-out).
+    pub sched: bool,
 }
 
 impl CallRecord {
@@ -89,6 +91,7 @@ impl CallRecord {
             arg: f.arg,
             timeout,
             interrupted_ns: f.interrupted_ns,
+            sched: f.flags & inflight_flags::SCHED != 0,
         })
     }
 
@@ -105,9 +108,13 @@ pub struct SlowCall {
     pub end_ns: u64,
     pub call: CallRecord,
     pub dur_ns: u64,
-    pub ret: i64,
+    /// The call's return value; `None` when the hook cannot know it (the scheduler hook sees
+    /// the thread wake up, not the call return).
+    pub ret: Option<i64>,
     pub regs: UserRegs,
-    /// User stack from `regs.sp` upwards.
+    /// User stack from `regs.sp` upwards. Empty when the kernel could not copy it (the
+    /// scheduler hook, with another process's memory mapped): then the copy user space took
+    /// while the call was blocked stands in.
     pub stack: Vec<u8>,
 }
 
@@ -174,13 +181,14 @@ pub fn decode_event(bytes: &[u8]) -> Option<Event> {
                 .checked_sub(head.stack_addr)
                 .unwrap_or(u64::MAX) as usize)
                 .min(stack_len);
+            let call = CallRecord::from_inflight(&head.call)?;
             Some(Event::SlowCall(Box::new(SlowCall {
                 tid: hdr.tid,
                 tgid: hdr.tgid,
                 end_ns: hdr.ts_ns,
-                call: CallRecord::from_inflight(&head.call)?,
+                call,
                 dur_ns: head.dur_ns,
-                ret: head.ret,
+                ret: (!call.sched).then_some(head.ret),
                 regs: head.regs,
                 stack: stack[skip..stack_len].to_vec(),
             })))
@@ -408,6 +416,49 @@ mod tests {
                 assert_eq!(s.call.call, Call::Futex);
                 assert_eq!(s.call.futex_op_name(), Some("FUTEX_WAIT_PRIVATE"));
                 assert_eq!(s.stack.len(), 64);
+                assert!(!s.call.sched);
+                assert_eq!(s.ret, Some(0));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The scheduler hook's slow calls: flagged, no return value, no stack copy.
+    #[test]
+    fn sched_slow_call_has_no_return_value() {
+        let head = SlowCallHead {
+            hdr: EventHeader {
+                kind: event_kind::SLOW_CALL,
+                tid: 7,
+                tgid: 6,
+                _pad: 0,
+                ts_ns: 9,
+            },
+            call: InFlight {
+                start_ns: 5,
+                obj: 3,
+                call: Call::Read as u16,
+                flags: inflight_flags::SCHED,
+                ..Default::default()
+            },
+            dur_ns: 4,
+            regs: UserRegs {
+                ip: 1,
+                sp: 0x7000,
+                bp: 2,
+            },
+            stack_addr: 0x7000,
+            stack_len: 0,
+            ..Default::default()
+        };
+        let mut buf = bytes_of(&head);
+        buf.resize(std::mem::size_of::<SlowCallEvent>(), 0);
+        match decode_event(&buf).unwrap() {
+            Event::SlowCall(s) => {
+                assert!(s.call.sched);
+                assert_eq!((s.call.call, s.call.obj, s.dur_ns), (Call::Read, 3, 4));
+                assert_eq!(s.ret, None);
+                assert!(s.stack.is_empty());
             }
             other => panic!("{other:?}"),
         }

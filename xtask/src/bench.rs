@@ -1,10 +1,12 @@
 //! `cargo xtask bench`: stallprobe's overhead, against no probes, bpftrace and offcputime, and
 //! its resource use.
 //!
-//! - Throughput of four C workloads (tests/workloads/bench/: futex ping-pong, mutex work queue,
-//!   epoll echo server, UDP receiver) under each configuration ([`tools::Config`]), alternating
-//!   configurations run after run so slow drifts of a noisy host hit all of them alike; medians,
-//!   ratios to the baseline and min-max spreads.
+//! - Throughput of six C workloads (tests/workloads/bench/: futex ping-pong, mutex work queue,
+//!   epoll echo server, UDP receiver, and two processes no tool watches: a getppid loop and a
+//!   sched_yield storm) under each configuration ([`tools::Config`]: no probes, stallprobe with
+//!   every hook that loads on this kernel, bpftrace, offcputime), alternating configurations
+//!   run after run so slow drifts of a noisy host hit all of them alike; medians, ratios to the
+//!   baseline and min-max spreads, and a hook-by-workload matrix of the ratios.
 //! - Each workload sets up, prints its pid and waits for a go byte on stdin; the tool is started
 //!   and waited for until it is attached, then the workload measures for `--secs` (after a 100 ms
 //!   warm-up) and prints its rate; then the tool is stopped with SIGINT.
@@ -33,7 +35,7 @@ use serde_json::json;
 
 use crate::util::{self, step};
 use report::RunRecord;
-use tools::{Config, Tools};
+use tools::{Config, Hook, Tools};
 use workloads::Workload;
 
 /// Extra measurements' sizes.
@@ -73,6 +75,8 @@ pub struct Options {
     /// Only the hook comparison: no probes, and stallprobe with each hook (no other tools, no
     /// attach/memory/grace measurements).
     pub hooks: bool,
+    /// Only these hooks (comma-separated names); default: every hook that loads.
+    pub only_hooks: Option<String>,
     /// Run the hook comparison in the kernel matrix's guests instead (see kernel.rs).
     pub kernel: Option<String>,
 }
@@ -92,13 +96,8 @@ pub fn run(o: &Options) -> Result<()> {
     if let Some(k) = &o.kernel {
         return in_guests(o, k, &stallprobe, &bins);
     }
-    let configs: &[Config] = if o.hooks {
-        &Config::HOOKS
-    } else {
-        &Config::ALL
-    };
     let path = util::root().join("target/bench/latest.json");
-    measure(o, &workloads, stallprobe, &bins, configs, !o.hooks, &path)
+    measure(o, &workloads, stallprobe, &bins, !o.hooks, &path)
 }
 
 /// `cargo xtask bench --kernel K`: the hook comparison in a guest per kernel (emulated: only
@@ -126,6 +125,9 @@ fn in_guests(o: &Options, which: &str, stallprobe: &Path, bins: &Path) -> Result
         );
         if let Some(only) = &o.only {
             cmd.push_str(&format!(" --only {}", crate::kernel::sh_quote(only)));
+        }
+        if let Some(hooks) = &o.only_hooks {
+            cmd.push_str(&format!(" --only-hooks {}", crate::kernel::sh_quote(hooks)));
         }
         let overlay = util::root().join("target/bench");
         std::fs::create_dir_all(&overlay)?;
@@ -178,28 +180,62 @@ pub fn guest(o: &Options, stallprobe: PathBuf, bins: &Path, out: &Path) -> Resul
         &workloads,
         stallprobe,
         bins,
-        &Config::HOOKS,
         false,
         &out.join("bench.json"),
     )
 }
 
-/// Run every configuration (and with `extras` the attach/memory/grace measurements), print
-/// the table, write `path`.
+/// Run every configuration (and with `extras`, the other tools and the attach/memory/grace
+/// measurements), print the tables, write `path`.
 fn measure(
     o: &Options,
     workloads: &[Workload],
     stallprobe: PathBuf,
     bins: &Path,
-    configs: &[Config],
     extras: bool,
     path: &Path,
 ) -> Result<()> {
     let (runs, secs) = (o.runs, o.secs);
     let started = Instant::now();
     let tools = Tools::find(stallprobe)?;
-    let configs: Vec<Config> = configs.to_vec();
-    for c in &configs {
+    step("which hooks load here (a 1 s watch of an idle process with each)");
+    let support = tools.hooks()?;
+    for (h, why) in &support.refused {
+        println!("  --hook {}: does not load here: {why}", h.name());
+    }
+    let mut hooks = support.available.clone();
+    if let Some(only) = &o.only_hooks {
+        let want: Vec<Hook> = only
+            .split(',')
+            .map(|n| Hook::from_name(n.trim()).ok_or_else(|| anyhow::anyhow!("unknown hook `{n}`")))
+            .collect::<Result<_>>()?;
+        hooks.retain(|h| want.contains(h));
+    }
+    if hooks.is_empty() {
+        bail!("no hook to measure (none loads here, or --only-hooks names none that does)");
+    }
+    println!(
+        "  measured: {}; --hook auto picks {}",
+        hooks
+            .iter()
+            .map(|h| h.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        support.auto.map_or("nothing (it failed)", |h| h.name())
+    );
+    let plan: Vec<(Workload, Vec<Config>)> = workloads
+        .iter()
+        .map(|&w| (w, Config::for_workload(w, &hooks, extras)))
+        .collect();
+    let mut all_configs: Vec<Config> = Vec::new();
+    for (_, cs) in &plan {
+        for c in cs {
+            if !all_configs.contains(c) {
+                all_configs.push(*c);
+            }
+        }
+    }
+    for c in &all_configs {
         if let Some(why) = tools.missing(*c) {
             println!("  {}: skipped, {why}", c.name());
         }
@@ -214,14 +250,14 @@ fn measure(
     }
 
     step(&format!(
-        "throughput: {} workload(s) x {} configurations x {runs} runs of {secs} s, alternating",
+        "throughput: {} workload(s), {} runs in all ({runs} rounds of {secs} s, alternating)",
         workloads.len(),
-        configs.len()
+        plan.iter().map(|(_, c)| c.len()).sum::<usize>() * runs
     ));
     for w in workloads {
         println!("  {:<9} {}", w.name(), w.describe());
     }
-    let (records, waited) = run_matrix(runs, secs, workloads, &configs, &tools, bins);
+    let (records, waited) = run_matrix(runs, secs, &plan, &tools, bins);
 
     let (mut attach, mut memory, mut grace) = (None, None, None);
     if extras && !interrupted() {
@@ -254,10 +290,11 @@ fn measure(
         println!("\ninterrupted: reporting what was measured so far");
     }
 
-    let cells = report::cells(&records, workloads, &configs);
+    let cells = report::cells(&records, &plan);
     let targets = report::targets(
         &cells,
         &records,
+        support.auto,
         workloads,
         attach.as_ref(),
         memory.as_ref(),
@@ -272,7 +309,8 @@ fn measure(
         machine["date"].as_str().unwrap_or("?"),
         machine["kernel"].as_str().unwrap_or("?"),
     );
-    report::print_table(&cells, &configs);
+    report::print_table(&cells, &all_configs);
+    report::print_hook_matrix(&cells, workloads, &hooks, support.auto, extras);
     report::print_targets(&targets);
     print_noise_warning(&records);
 
@@ -286,7 +324,9 @@ fn measure(
             "secs": secs,
             "warmup_secs": 0.1,
             "workloads": workloads.iter().map(|w| json!({"name": w.name(), "what": w.describe()})).collect::<Vec<_>>(),
-            "configs": configs.iter().map(|c| json!({"name": c.name(), "what": c.describe()})).collect::<Vec<_>>(),
+            "configs": all_configs.iter().map(|c| json!({"name": c.name(), "what": c.describe()})).collect::<Vec<_>>(),
+            "hooks": support,
+            "plan": plan.iter().map(|(w, cs)| json!({"workload": w.name(), "configs": cs.iter().map(|c| c.name()).collect::<Vec<_>>()})).collect::<Vec<_>>(),
             "order": "for each round: for each workload: every configuration in the order above",
             "noisy_run": format!("other processes used more than {}% of one CPU during the window, or another tracer ran", report::NOISY_OTHERS_CPU_PCT),
         },
@@ -315,15 +355,15 @@ fn measure(
 fn run_matrix(
     runs: usize,
     secs: f64,
-    workloads: &[Workload],
-    configs: &[Config],
+    plan: &[(Workload, Vec<Config>)],
     tools: &Tools,
     bins: &std::path::Path,
 ) -> (Vec<RunRecord>, Duration) {
     let mut records = Vec::new();
     let mut waited = Duration::ZERO;
     for round in 1..=runs {
-        for &w in workloads {
+        for (w, configs) in plan {
+            let w = *w;
             for &c in configs {
                 if interrupted() {
                     return (records, waited);
@@ -410,7 +450,8 @@ fn run_one(
     }
     let result = (|| -> Result<()> {
         let mut running = w.start(bins, secs)?;
-        let attached = tools.attach(c, running.pid())?;
+        let target = (!w.unrelated()).then(|| running.pid());
+        let attached = tools.attach(c, target)?;
         let mut ours = running.pids();
         ours.extend(attached.pids());
         ours.push(std::process::id());
@@ -449,6 +490,13 @@ fn print_progress(runs: usize, r: &RunRecord) {
     }
     if let Some(p) = &r.tool.problem {
         extra.push_str(&format!("  ({p})"));
+    }
+    // What a workload says about its own mode (the mutex queue: context switches, contended
+    // acquisitions and condvar waits per 1,000 items).
+    if let Some(m) = &r.measurement {
+        for (k, v) in &m.extra {
+            extra.push_str(&format!("  {}={v:.2}", k.trim_end_matches("_per_kop")));
+        }
     }
     if r.is_noisy() {
         extra.push_str(&format!(

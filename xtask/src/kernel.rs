@@ -53,21 +53,21 @@ pub const KERNELS: &[Kernel] = &[
         name: "6.1",
         prefix: "linux-image-6.1.0-",
         suffix: "-amd64-unsigned",
-        required_hooks: &["fentry", "raw", "tracepoint"],
+        required_hooks: &["fentry", "raw", "tracepoint", "sched"],
         auto_hook: "fentry",
     },
     Kernel {
         name: "6.12",
         prefix: "linux-image-6.12.",
         suffix: "+deb12-amd64-unsigned",
-        required_hooks: &["fentry", "raw", "tracepoint"],
+        required_hooks: &["fentry", "raw", "tracepoint", "sched"],
         auto_hook: "fentry",
     },
 ];
 
 /// Every hook the smoke suite repeats its hook-sensitive tests with, in this order. A hook the
 /// stallprobe binary does not know (not in its `--hook` values) is skipped with a message.
-pub const HOOKS: &[&str] = &["fentry", "raw", "tracepoint"];
+pub const HOOKS: &[&str] = &["fentry", "raw", "tracepoint", "sched"];
 
 /// One smoke test: an integration test binary (`tests/<file>.rs`) and a test in it.
 struct Smoke {

@@ -59,13 +59,17 @@ enum Task {
         /// Seconds per run.
         #[arg(long, default_value_t = 3.0)]
         secs: f64,
-        /// Only these workloads (comma-separated: pingpong,mutex,epoll,udp).
+        /// Only these workloads (comma-separated: pingpong,mutex,epoll,udp,getppid,yield).
         #[arg(long)]
         only: Option<String>,
-        /// Only the hook comparison: no probes, and stallprobe with --hook fentry, raw and
-        /// tracepoint (no bpftrace/offcputime, no attach/memory/grace measurements).
+        /// Only the hook comparison: no probes, and stallprobe with every hook that loads
+        /// (no bpftrace/offcputime, no attach/memory/grace measurements).
         #[arg(long)]
         hooks: bool,
+        /// Only these hooks (comma-separated: fentry,sched,raw,tracepoint); default: every hook
+        /// that loads on this kernel.
+        #[arg(long)]
+        only_hooks: Option<String>,
         /// Run the hook comparison in an emulated guest of Debian's kernel 6.1, 6.12 or all
         /// (ratios only: emulation changes absolute costs). Implies --hooks.
         #[arg(long, value_name = "KERNEL")]
@@ -83,6 +87,8 @@ enum Task {
         secs: f64,
         #[arg(long)]
         only: Option<String>,
+        #[arg(long)]
+        only_hooks: Option<String>,
         #[arg(long)]
         stallprobe: std::path::PathBuf,
         #[arg(long)]
@@ -109,12 +115,14 @@ fn main() {
             secs,
             only,
             hooks,
+            only_hooks,
             kernel,
         } => bench::run(&bench::Options {
             runs,
             secs,
             only,
             hooks: hooks || kernel.is_some(),
+            only_hooks,
             kernel,
         }),
         Task::GuestRun { plan } => kernel::guest_run(&plan),
@@ -122,6 +130,7 @@ fn main() {
             runs,
             secs,
             only,
+            only_hooks,
             stallprobe,
             bins,
             out,
@@ -131,6 +140,7 @@ fn main() {
                 secs,
                 only,
                 hooks: true,
+                only_hooks,
                 kernel: None,
             },
             stallprobe,

@@ -78,13 +78,11 @@ fn timeout_from_ptr(f: &mut InFlight, ptr: u64, absolute: bool, realtime: bool) 
     }
 }
 
-/// Syscall entry: record the call in flight for a target thread.
+/// What a call waits on, from its arguments (the saved user registers); `None` for calls that
+/// do not block (futex wakes and requeues). Reads the timeout from user memory, so it runs in the
+/// calling thread (syscall entry, or its switch-out in the scheduler hook).
 #[inline(always)]
-pub fn enter(call: Call, regs: &Regs) {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if !is_target(tgid) {
-        return;
-    }
+pub fn decode(call: Call, regs: &Regs) -> Option<InFlight> {
     let mut f = InFlight {
         start_ns: 0,
         obj: regs.arg(0),
@@ -99,19 +97,7 @@ pub fn enter(call: Call, regs: &Regs) {
         Call::Futex => {
             let op = regs.arg(1) as u32;
             if !futex_op::is_wait(op) {
-                // Wakes are not blocks; remember what this thread woke, for "who woke it".
-                if futex_op::is_wake(op) {
-                    let task = unsafe { bpf_get_current_task_btf() };
-                    if let Some(st) = task_state(task.cast(), true) {
-                        if st.inflight.start_ns == 0 {
-                            // Made just now, zeroed: call 0 would read as a futex wait.
-                            st.inflight.call = CALL_NONE;
-                        }
-                        st.woke_addr = regs.arg(0);
-                        st.woke_count += 1;
-                    }
-                }
-                return;
+                return None;
             }
             f.arg = op as u64;
             let realtime = op & futex_op::CLOCK_REALTIME != 0;
@@ -148,12 +134,43 @@ pub fn enter(call: Call, regs: &Regs) {
         }
         Call::Read | Call::Readv | Call::Recvfrom | Call::Recvmsg => {}
     }
+    Some(f)
+}
+
+/// Syscall entry: record the call in flight for a target thread.
+#[inline(always)]
+pub fn enter(call: Call, regs: &Regs) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_target(tgid) {
+        return;
+    }
+    let Some(f) = decode(call, regs) else {
+        // Wakes are not blocks; remember what this thread woke, for "who woke it".
+        if call == Call::Futex && futex_op::is_wake(regs.arg(1) as u32) {
+            let task = unsafe { bpf_get_current_task_btf() };
+            if let Some(st) = task_state(task.cast(), true) {
+                if st.inflight.start_ns == 0 {
+                    // Made just now, zeroed: call 0 would read as a futex wait.
+                    st.inflight.call = CALL_NONE;
+                }
+                st.woke_addr = regs.arg(0);
+                st.woke_count += 1;
+            }
+        }
+        return;
+    };
     let task = unsafe { bpf_get_current_task_btf() };
     let Some(st) = task_state(task.cast(), true) else {
         return;
     };
+    begin(st, f, unsafe { bpf_ktime_get_ns() });
+}
+
+/// Start the block `f` at `now` — or, when it is the wait a signal just interrupted, go on with
+/// that one (one block, not a wake-up).
+#[inline(always)]
+pub fn begin(st: &mut TaskState, mut f: InFlight, now: u64) {
     let prev = st.inflight;
-    let now = unsafe { bpf_ktime_get_ns() };
     if prev.call != CALL_NONE && prev.interrupted_ns != 0 {
         // Restarts follow the handler at once; a late re-entry is a new wait.
         if prev.call == f.call && prev.obj == f.obj && now - prev.interrupted_ns < RESTART_WINDOW_NS
@@ -171,6 +188,16 @@ pub fn enter(call: Call, regs: &Regs) {
     }
     f.start_ns = now;
     st.inflight = f;
+}
+
+/// `restart_syscall(2)` re-entering the wait a signal interrupted (a futex or epoll wait with a
+/// timeout): the same block goes on.
+#[inline(always)]
+pub fn resume(st: &mut TaskState, now: u64) {
+    let f = st.inflight;
+    if f.call != CALL_NONE && f.interrupted_ns != 0 && now - f.interrupted_ns < RESTART_WINDOW_NS {
+        st.inflight.interrupted_ns = 0;
+    }
 }
 
 /// How soon after an interruption a re-entry of the same wait still counts as a restart.
@@ -229,25 +256,42 @@ pub fn exit(call: Call, regs: &Regs, ret: i64) {
         st.inflight.interrupted_ns = now;
         return;
     }
+    let dur = finish(st, f, now);
+    if dur >= threshold_ns() {
+        send_slow_call(pid_tgid, now, f, dur, ret, regs.user_regs(), true);
+    }
+}
+
+/// The block `f` ended at `now`: clear it, add it to the histogram, count a wake-up after the
+/// shutdown signal. Returns its duration.
+#[inline(always)]
+pub fn finish(st: &mut TaskState, f: InFlight, now: u64) -> u64 {
     st.inflight.call = CALL_NONE;
     st.inflight.interrupted_ns = 0;
     let dur = now.saturating_sub(f.start_ns);
-    account(st, call as usize, dur);
-
+    account(st, f.call as usize, dur);
     let sd = shutdown_ts();
     if sd != 0 && now >= sd {
         st.wakes_after_signal += 1;
         st.last_return_after_signal_ns = now;
     }
-
-    if dur >= threshold_ns() {
-        send_slow_call(pid_tgid, now, f, dur, ret, regs.user_regs());
-    }
+    dur
 }
 
-/// Send a slow call with a copy of the top of the user stack, enough for a DWARF unwind.
+/// Send a slow call with a copy of the top of the user stack, enough for a DWARF unwind. The
+/// copy reads the address space the CPU has loaded: only with `copy_stack` (the thread's own,
+/// or a thread of the same process). Without it the event goes without a stack and user space
+/// uses the one it took while the call was blocked.
 #[inline(always)]
-fn send_slow_call(pid_tgid: u64, now: u64, f: InFlight, dur: u64, ret: i64, regs: UserRegs) {
+pub fn send_slow_call(
+    pid_tgid: u64,
+    now: u64,
+    f: InFlight,
+    dur: u64,
+    ret: i64,
+    regs: UserRegs,
+    copy_stack: bool,
+) {
     let Some(mut entry) = reserve::<SlowCallEvent>(counter::DROP_SLOW_CALL) else {
         return;
     };
@@ -271,18 +315,20 @@ fn send_slow_call(pid_tgid: u64, now: u64, f: InFlight, dur: u64, ret: i64, regs
         // aligned chunk never straddles a page, so the copy ends exactly at the stack's top.
         let base = regs.sp & !(STACK_CHUNK as u64 - 1);
         let mut copied: u32 = 0;
-        for i in 0..STACK_COPY_MAX / STACK_CHUNK {
-            let r = generated::bpf_probe_read_user(
-                dst.add(i * STACK_CHUNK).cast(),
-                STACK_CHUNK as u32,
-                (base + (i * STACK_CHUNK) as u64) as *const _,
-            );
-            if r != 0 {
-                break;
+        if copy_stack {
+            for i in 0..STACK_COPY_MAX / STACK_CHUNK {
+                let r = generated::bpf_probe_read_user(
+                    dst.add(i * STACK_CHUNK).cast(),
+                    STACK_CHUNK as u32,
+                    (base + (i * STACK_CHUNK) as u64) as *const _,
+                );
+                if r != 0 {
+                    break;
+                }
+                copied += STACK_CHUNK as u32;
             }
-            copied += STACK_CHUNK as u32;
         }
-        if copied == 0 {
+        if copied == 0 && copy_stack {
             count(counter::STACK_COPY_FAILED);
         }
         (*e).head.stack_addr = base;

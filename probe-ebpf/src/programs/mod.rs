@@ -3,5 +3,6 @@
 pub mod blocking;
 pub mod hooks;
 pub mod lifecycle;
+pub mod sched;
 pub mod signals;
 pub mod snapshot;

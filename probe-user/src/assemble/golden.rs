@@ -310,6 +310,7 @@ fn fixed_report() -> Report {
         TrackerConfig {
             threshold_ns: 500 * MS,
             grace_ns: 2000 * MS,
+            look_interval_ns: 250 * MS,
         },
         0,
     );
@@ -409,9 +410,10 @@ fn fixed_report() -> Report {
                 arg: 0,
                 timeout: Timeout::None,
                 interrupted_ns: 0,
+                sched: false,
             },
             dur_ns: 600 * MS,
-            ret: 4,
+            ret: Some(4),
             regs: Default::default(),
             stack: Vec::new(),
         })),

@@ -17,6 +17,14 @@ pub struct TaskOffsets {
     pub flags: u32,
     /// `sched_info.last_arrival`; 0 when the kernel lacks it (CONFIG_SCHED_INFO off).
     pub last_arrival: u32,
+    /// For the scheduler hook: `task_struct.mm` (is the CPU's address space the target's?),
+    /// `task_struct.signal`, `task_struct.pending.signal`, `task_struct.blocked` and
+    /// `signal_struct.shared_pending.signal` (was the thread woken by a signal?). 0: not found.
+    pub mm: u32,
+    pub signal: u32,
+    pub pending: u32,
+    pub blocked: u32,
+    pub shared_pending: u32,
 }
 
 impl TaskOffsets {
@@ -46,6 +54,12 @@ impl TaskOffsets {
                 .ok_or_else(|| missing("__state"))?,
             flags: off(&["flags"]).ok_or_else(|| missing("flags"))?,
             last_arrival: off(&["sched_info", "last_arrival"]).unwrap_or(0),
+            mm: off(&["mm"]).unwrap_or(0),
+            signal: off(&["signal"]).unwrap_or(0),
+            pending: off(&["pending", "signal"]).unwrap_or(0),
+            blocked: off(&["blocked"]).unwrap_or(0),
+            shared_pending: field_offset(&btf, "signal_struct", &["shared_pending", "signal"])
+                .unwrap_or(0),
         })
     }
 }
@@ -120,5 +134,7 @@ mod tests {
         let o = TaskOffsets::from_kernel().unwrap();
         assert!(o.pid > 0 && o.tgid > 0 && o.comm > 0);
         assert_eq!(o.tgid, o.pid + 4, "tgid follows pid in task_struct");
+        // struct sigpending { struct list_head list; sigset_t signal; }
+        assert!(o.pending > 0 && o.blocked > 0 && o.mm > 0 && o.shared_pending >= 16);
     }
 }

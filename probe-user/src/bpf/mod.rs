@@ -29,7 +29,7 @@ static BPF_OBJECT: &[u8] =
 /// probe-ebpf/src/programs/hooks.rs). The one that ran is a [`Hook`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum HookChoice {
-    /// fentry if this kernel allows it, else raw tracepoints (default).
+    /// fentry if this kernel allows it, else the scheduler hook, else raw tracepoints (default).
     #[default]
     Auto,
     /// fentry/fexit on each probed syscall (cheapest, see docs/design.md).
@@ -38,6 +38,8 @@ pub enum HookChoice {
     Raw,
     /// syscalls:sys_enter_*/sys_exit_* tracepoints (needs tracefs).
     Tracepoint,
+    /// BTF tracepoint sched_switch: blocks from the scheduler (syscalls untouched).
+    Sched,
 }
 
 /// What the kernel side is configured with at load time.
@@ -152,6 +154,15 @@ impl Probes {
             .override_global(globals::TASK_FLAGS_OFF, &off.flags, true)
             .override_global(globals::TASK_LAST_ARRIVAL_OFF, &off.last_arrival, true)
             .override_global(globals::FOLLOW_CHILDREN, &follow, true)
+            .override_global(globals::TASK_MM_OFF, &off.mm, true)
+            .override_global(globals::TASK_SIGNAL_OFF, &off.signal, true)
+            .override_global(globals::TASK_PENDING_OFF, &off.pending, true)
+            .override_global(globals::TASK_BLOCKED_OFF, &off.blocked, true)
+            .override_global(
+                globals::SIGNAL_SHARED_PENDING_OFF,
+                &off.shared_pending,
+                true,
+            )
             .override_global(aya_log::LEVEL, &log_level, false)
             .map_max_entries(maps::TARGETS, words)
             // Task storage (BPF_MAP_TYPE_TASK_STORAGE) has no aya wrapper; only the kernel side
@@ -172,8 +183,9 @@ impl Probes {
             HookChoice::Auto => match attach_fentry_all(&mut ebpf, &kbtf, &mut skipped_calls) {
                 Ok(()) => Hook::Fentry,
                 Err(e) => {
-                    // Some kernels refuse fentry (no BPF trampolines, or locked down). Raw
-                    // tracepoints cost more but work wherever BTF does.
+                    // Some kernels refuse fentry (no BPF trampolines, or locked down). The
+                    // scheduler hook is the cheapest fallback measured (docs/design.md); raw
+                    // tracepoints work wherever BTF does.
                     let why = match &e {
                         StallError::KernelFeature { detail, .. } => detail.clone(),
                         e => e.to_string(),
@@ -181,8 +193,13 @@ impl Probes {
                     fallback_reason = Some(first_line(&why));
                     skipped_calls.clear();
                     detach_all_fentry(&mut ebpf);
-                    attach_raw(&mut ebpf, &kbtf)?;
-                    Hook::Raw
+                    match attach_sched(&mut ebpf, &kbtf, &off) {
+                        Ok(()) => Hook::Sched,
+                        Err(_) => {
+                            attach_raw(&mut ebpf, &kbtf)?;
+                            Hook::Raw
+                        }
+                    }
                 }
             },
             HookChoice::Fentry => {
@@ -192,6 +209,10 @@ impl Probes {
             HookChoice::Raw => {
                 attach_raw(&mut ebpf, &kbtf)?;
                 Hook::Raw
+            }
+            HookChoice::Sched => {
+                attach_sched(&mut ebpf, &kbtf, &off)?;
+                Hook::Sched
             }
             HookChoice::Tracepoint => {
                 crate::preflight::ensure_tracefs()?;
@@ -441,6 +462,30 @@ fn attach_raw(ebpf: &mut Ebpf, kbtf: &aya::Btf) -> Result<(), StallError> {
     attach_tp_btf(ebpf, kbtf, programs::RAW_SYS_EXIT, "sys_exit")
 }
 
+/// The scheduler hook needs the offsets it reads by BTF (without them it could not tell a
+/// signal from a wake-up), and the BTF tracepoint `sched_switch`.
+fn attach_sched(
+    ebpf: &mut Ebpf,
+    kbtf: &aya::Btf,
+    off: &btf::TaskOffsets,
+) -> Result<(), StallError> {
+    if off.mm == 0
+        || off.pending == 0
+        || off.blocked == 0
+        || off.signal == 0
+        || off.shared_pending == 0
+    {
+        return Err(StallError::KernelFeature {
+            what: "the scheduler hook (--hook sched)".into(),
+            detail: "task_struct.mm, .pending, .blocked or signal_struct.shared_pending is not in \
+                     this kernel's BTF"
+                .into(),
+            hint: "use --hook raw".into(),
+        });
+    }
+    attach_tp_btf(ebpf, kbtf, programs::SCHED_SWITCH, "sched_switch")
+}
+
 fn attach_fentry_pair(ebpf: &mut Ebpf, kbtf: &aya::Btf, call: Call) -> Result<(), StallError> {
     let info = call.info();
     let func = info.kernel_fn;
@@ -525,6 +570,7 @@ mod tests {
         let mut wanted: Vec<&str> = vec![
             programs::RAW_SYS_ENTER,
             programs::RAW_SYS_EXIT,
+            programs::SCHED_SWITCH,
             programs::SIGNAL_GENERATE,
             programs::THREAD_EXIT,
             programs::PROCESS_FORK,
@@ -546,6 +592,11 @@ mod tests {
             globals::TASK_FLAGS_OFF,
             globals::TASK_LAST_ARRIVAL_OFF,
             globals::FOLLOW_CHILDREN,
+            globals::TASK_SIGNAL_OFF,
+            globals::TASK_MM_OFF,
+            globals::TASK_PENDING_OFF,
+            globals::TASK_BLOCKED_OFF,
+            globals::SIGNAL_SHARED_PENDING_OFF,
         ];
         for c in &PROBED_CALLS {
             wanted.extend([c.fentry_prog, c.fexit_prog, c.tp_enter_prog, c.tp_exit_prog]);

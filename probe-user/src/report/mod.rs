@@ -63,6 +63,8 @@ pub enum Hook {
     Raw,
     /// syscalls:sys_enter_*/sys_exit_* tracepoints.
     Tracepoint,
+    /// BTF tracepoint sched_switch: a block is a sleep inside a probed call.
+    Sched,
 }
 
 impl Hook {
@@ -71,6 +73,7 @@ impl Hook {
             Hook::Fentry => "fentry",
             Hook::Raw => "raw",
             Hook::Tracepoint => "tracepoint",
+            Hook::Sched => "sched",
         }
     }
 }
@@ -132,8 +135,11 @@ pub struct SlowCallReport {
     pub duration_ms: f64,
     /// When it returned, ms after stallprobe attached.
     pub ended_at_ms: i64,
-    /// Return value (negative: -errno).
+    /// Return value (negative: -errno); 0 when `ret_known` is false.
     pub ret: i64,
+    /// False with the scheduler hook (`session.hook` "sched"): it sees the thread wake up, not
+    /// the call return.
+    pub ret_known: bool,
     pub stack: Vec<Frame>,
 }
 

@@ -324,4 +324,8 @@ impl Host for ProcHost {
         let s = self.stacks.unwind_copy(pid, regs, stack);
         self.name_go_frames(pid, s)
     }
+
+    fn copy_stack(&mut self, pid: u32, regs: UserRegs) -> Vec<u8> {
+        self.stacks.copy_live(pid, regs)
+    }
 }

@@ -27,7 +27,7 @@ use crate::{
     error::StallError,
     events::decode_event,
     procfs,
-    report::{Counters, Report, SessionInfo, ThreadState, Wait},
+    report::{Counters, Hook, Report, SessionInfo, ThreadState, Wait},
     signals,
     tracker::{Census, LiveEvent, ProbeCommand, ThreadFacts, Tracker, TrackerConfig},
     verdict::EndReason,
@@ -109,8 +109,12 @@ impl Session {
         })?;
         let mut notes = Vec::new();
         if let Some(why) = &probes.fallback_reason {
+            let using = match probes.hook {
+                Hook::Sched => "the scheduler hook (sched_switch)",
+                _ => "raw tracepoints",
+            };
             notes.push(format!(
-                "fentry is not available here ({why}); using raw tracepoints"
+                "fentry is not available here ({why}); using {using}"
             ));
         }
         if !probes.skipped_calls.is_empty() {
@@ -124,6 +128,7 @@ impl Session {
             TrackerConfig {
                 threshold_ns: opts.threshold.as_nanos() as u64,
                 grace_ns: opts.grace.as_nanos() as u64,
+                look_interval_ns: opts.interval.as_nanos() as u64,
             },
             mono_ns(),
         );

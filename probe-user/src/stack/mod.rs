@@ -120,6 +120,16 @@ impl StackCollector {
         self.symbolize(pid, regs, &raw)
     }
 
+    /// The top of the user stack of a thread stopped in the kernel right now, as much as the
+    /// kernel copies for a slow call ([`probe_ebpf::STACK_COPY_MAX`]), for [`Self::unwind_copy`].
+    pub fn copy_live(&mut self, pid: u32, regs: UserRegs) -> Vec<u8> {
+        if regs.sp == 0 {
+            return Vec::new();
+        }
+        let map_end = self.unwinder(pid).mapping_of(regs.sp).map(|m| m.end);
+        memory::read_stack(pid, regs.sp, probe_ebpf::STACK_COPY_MAX, map_end)
+    }
+
     /// Unwind a thread that is stopped in the kernel right now: read its stack memory from sp.
     pub fn live_user(&mut self, pid: u32, regs: UserRegs) -> Vec<Frame> {
         if regs.ip == 0 || regs.sp == 0 {

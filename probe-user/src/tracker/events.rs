@@ -6,7 +6,7 @@ use super::{
     facts::{describe_obs, wait_of_call},
     host::Host,
     process::ProcTrack,
-    thread::ThreadTrack,
+    thread::{BlockKey, ThreadTrack},
 };
 use crate::{
     events::{Event, SignalInfo, SlowCall, ThreadExit},
@@ -179,11 +179,43 @@ impl Tracker {
             .unwrap_or_default();
         let wait = wait_of_call(sc.tgid, &sc.call, sc.end_ns, host);
         let keep = self.slow_calls.len() < MAX_SLOW_CALLS;
-        let stack = if keep {
+        let mut without_stack = false;
+        let stack = if !keep {
+            Vec::new()
+        } else if !sc.stack.is_empty() || !sc.call.sched {
             host.stack_from_copy(sc.tgid, sc.regs, &sc.stack)
         } else {
-            Vec::new()
+            // The kernel could not copy it (scheduler hook): the copy or the stacks a look
+            // took while this very block was going on.
+            let key = BlockKey {
+                nr: sc.call.call.nr(),
+                obj: sc.call.obj,
+                start_ns: sc.call.start_ns,
+            };
+            let track = self.threads.get_mut(&sc.tid).filter(|t| t.pid == sc.tgid);
+            let copy = track.as_ref().and_then(|t| {
+                t.stack_copy
+                    .as_ref()
+                    .filter(|c| c.key == key)
+                    .map(|c| (c.regs, c.bytes.clone()))
+            });
+            let looked = track
+                .and_then(|t| t.stacks.as_ref())
+                .filter(|s| s.key == Some(key))
+                .map(|s| s.stacks.user.clone());
+            match (copy, looked) {
+                (Some((regs, bytes)), _) => host.stack_from_copy(sc.tgid, regs, &bytes),
+                (None, Some(user)) => user,
+                (None, None) => {
+                    // Nothing but the instruction pointer (in the syscall wrapper).
+                    without_stack = true;
+                    host.stack_from_copy(sc.tgid, sc.regs, &[])
+                }
+            }
         };
+        if without_stack {
+            self.slow_calls_without_stack += 1;
+        }
         let syscall = sc.call.call.name().to_string();
         let rep = SlowCallReport {
             tid: sc.tid,
@@ -193,7 +225,8 @@ impl Tracker {
             wait: wait.clone(),
             duration_ms: sc.dur_ns as f64 / 1e6,
             ended_at_ms: crate::clock::diff_ms(sc.end_ns, self.attach_ns),
-            ret: sc.ret,
+            ret: sc.ret.unwrap_or(0),
+            ret_known: sc.ret.is_some(),
             stack,
         };
         live.push(LiveEvent::SlowCall {

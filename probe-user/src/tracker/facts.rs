@@ -95,7 +95,16 @@ impl Tracker {
         now: u64,
         host: &mut dyn Host,
         max_stacks: usize,
-    ) -> Option<String> {
+    ) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.slow_calls_without_stack > 0 {
+            notes.push(format!(
+                "{} slow call(s) without a stack: the scheduler hook copies a stack at the \
+                 wake-up only when the CPU has the process's memory mapped, and no look saw the \
+                 call blocked (lower --interval, or raise --threshold above it)",
+                self.slow_calls_without_stack
+            ));
+        }
         for t in self.threads.values_mut() {
             if let Some(ticks) = host.cpu_ticks(t.pid, t.tid) {
                 t.cpu_ticks = ticks;
@@ -117,11 +126,12 @@ impl Tracker {
             let stacks = host.stacks(t.pid, t.tid, obs.regs, &obs.kstack);
             t.stacks = Some(StacksAt { key, stacks });
         }
-        (live > max_stacks).then(|| {
-            format!(
+        if live > max_stacks {
+            notes.push(format!(
                 "{live} live threads: stacks only for threads asleep for at least the threshold (raise with --max-stacks)"
-            )
-        })
+            ));
+        }
+        notes
     }
 
     /// Every thread seen, live then exited, sorted by (pid, tid).
@@ -256,6 +266,7 @@ pub(super) fn call_from_args(call: Call, args: &[u64; 6], start_ns: u64) -> Opti
         arg,
         timeout,
         interrupted_ns: 0,
+        sched: false,
     })
 }
 

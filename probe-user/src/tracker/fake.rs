@@ -40,6 +40,8 @@ pub struct FakeHost {
     pub runtimes: BTreeMap<u32, Runtime>,
     /// User stacks by tid (default: one frame `wait_in_<tid>`).
     pub user_stacks: BTreeMap<u32, Vec<Frame>>,
+    /// Calls of `copy_stack()`.
+    pub stack_copies: Cell<u32>,
 }
 
 pub fn frame(function: &str) -> Frame {
@@ -131,8 +133,19 @@ impl Host for FakeHost {
     fn user_stack(&mut self, _pid: u32, _regs: UserRegs) -> Vec<Frame> {
         vec![frame("spin")]
     }
-    fn stack_from_copy(&mut self, _pid: u32, _regs: UserRegs, _stack: &[u8]) -> Vec<Frame> {
-        vec![frame("slow")]
+    fn stack_from_copy(&mut self, _pid: u32, _regs: UserRegs, stack: &[u8]) -> Vec<Frame> {
+        match stack {
+            // A copy user space took (see `copy_stack`): which one.
+            [b'c', bp @ ..] => vec![frame(&format!(
+                "copied_from_{}",
+                String::from_utf8_lossy(bp)
+            ))],
+            _ => vec![frame("slow")],
+        }
+    }
+    fn copy_stack(&mut self, _pid: u32, regs: UserRegs) -> Vec<u8> {
+        self.stack_copies.set(self.stack_copies.get() + 1);
+        format!("c{}", regs.bp).into_bytes()
     }
 }
 

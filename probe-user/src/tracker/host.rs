@@ -72,4 +72,6 @@ pub trait Host {
     fn user_stack(&mut self, pid: u32, regs: UserRegs) -> Vec<Frame>;
     /// User stack from a copy the kernel made at the end of a slow call.
     fn stack_from_copy(&mut self, pid: u32, regs: UserRegs, stack: &[u8]) -> Vec<Frame>;
+    /// The top of a blocked thread's user stack, as bytes (unwound later, if at all).
+    fn copy_stack(&mut self, pid: u32, regs: UserRegs) -> Vec<u8>;
 }

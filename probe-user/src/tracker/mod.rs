@@ -53,6 +53,9 @@ pub struct TrackerConfig {
     pub threshold_ns: u64,
     /// Time allowed after the first shutdown signal.
     pub grace_ns: u64,
+    /// How often the session looks at every thread (`--interval`): a block the scheduler hook
+    /// records gets its stack copied at the last look before it can cross the threshold.
+    pub look_interval_ns: u64,
 }
 
 /// A change the kernel side's target set needs (the session applies them).
@@ -97,6 +100,11 @@ pub struct Tracker {
     episode_pids: Option<Vec<u32>>,
     slow_calls: Vec<SlowCallReport>,
     slow_calls_total: u64,
+    /// Slow calls kept without a stack: the kernel could not copy it and no look saw the call
+    /// blocked long enough to copy it (scheduler hook).
+    slow_calls_without_stack: u64,
+    /// Stack copies the current look may still take (see [`thread::StackCopy`]).
+    stack_copy_budget: usize,
     timeline: Vec<TimelineEvent>,
     /// Timeline entries from before the shutdown signal dropped to keep it bounded.
     timeline_dropped: u64,
@@ -125,6 +133,8 @@ impl Tracker {
             episode_pids: None,
             slow_calls: Vec::new(),
             slow_calls_total: 0,
+            slow_calls_without_stack: 0,
+            stack_copy_budget: 0,
             timeline: Vec::new(),
             timeline_dropped: 0,
             commands: Vec::new(),
@@ -229,6 +239,7 @@ impl Tracker {
         self.timeline_dropped = 0;
         self.slow_calls.clear();
         self.slow_calls_total = 0;
+        self.slow_calls_without_stack = 0;
         self.exited.clear();
         self.exited_not_listed = 0;
         let gone: Vec<u32> = self

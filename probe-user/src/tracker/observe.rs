@@ -10,7 +10,7 @@ use super::{
     facts::{call_from_args, wait_of_call},
     host::Host,
     process::ProcTrack,
-    thread::{CpuSample, Observation, Since, StacksAt, ThreadTrack, Wakes},
+    thread::{CpuSample, Observation, Since, StackCopy, StacksAt, ThreadTrack, Wakes},
 };
 use crate::{
     events::TaskSnapshot,
@@ -25,6 +25,9 @@ use crate::{
 const SCHED_JITTER_NS: u64 = 20_000_000;
 /// Stack samples kept per running thread after the shutdown signal.
 const MAX_SPIN_SAMPLES: usize = 5;
+/// Stack copies held for blocks that may become slow calls (16 KiB each), and taken per look.
+const MAX_STACK_COPIES: usize = 256;
+const MAX_STACK_COPIES_PER_LOOK: usize = 64;
 
 impl Tracker {
     /// Take in one look at every target thread (`snaps`: one record per live thread).
@@ -36,6 +39,14 @@ impl Tracker {
         live: &mut Vec<LiveEvent>,
     ) {
         let mut seen = HashSet::new();
+        let held = self
+            .threads
+            .values()
+            .filter(|t| t.stack_copy.is_some())
+            .count();
+        self.stack_copy_budget = MAX_STACK_COPIES
+            .saturating_sub(held)
+            .min(MAX_STACK_COPIES_PER_LOOK);
         for s in snaps {
             if let std::collections::btree_map::Entry::Vacant(e) = self.procs.entry(s.tgid) {
                 // A child the kernel side followed before we saw its fork event.
@@ -170,6 +181,28 @@ impl Tracker {
 
         let key = obs.block_key();
         let (pid, tid) = (t.pid, t.tid);
+        // The scheduler hook sends a slow call's stack only when the CPU has the thread's memory
+        // mapped at its wake-up: copy the stack of a block that may cross the threshold before
+        // the next look, while it is still there (rare: blocks of threshold - interval).
+        if t.stack_copy.as_ref().is_some_and(|c| Some(c.key) != key) {
+            t.stack_copy = None;
+        }
+        if let (Some(k), Some(c), Some(since)) = (key, obs.call.as_ref(), obs.since)
+            && obs.state == ThreadState::Blocked
+            && c.sched
+            && c.interrupted_ns == 0
+            && since.how == BlockedSince::Probe
+            && now.saturating_sub(since.start_ns) + self.cfg.look_interval_ns >= threshold
+            && t.stack_copy.is_none()
+            && self.stack_copy_budget > 0
+        {
+            self.stack_copy_budget -= 1;
+            t.stack_copy = Some(StackCopy {
+                key: k,
+                regs: obs.regs,
+                bytes: host.copy_stack(pid, obs.regs),
+            });
+        }
         // Announce a thread that newly crossed the threshold in a probed call, with its stack.
         if obs.state == ThreadState::Blocked
             && let Some(since) = obs.since

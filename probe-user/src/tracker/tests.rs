@@ -20,6 +20,7 @@ fn tracker(host: &mut FakeHost) -> Tracker {
         TrackerConfig {
             threshold_ns: 500 * MS,
             grace_ns: 2000 * MS,
+            look_interval_ns: 250 * MS,
         },
         0,
     );
@@ -596,4 +597,189 @@ fn a_reaped_child_leaves_no_thread_blocked_even_without_their_exit_events() {
     assert_eq!(facts[&101].state, ThreadState::Exited, "{:?}", facts[&101]);
     assert!(facts.values().all(|f| f.state == ThreadState::Exited));
     assert!(t.all_exited());
+}
+
+// ---- The scheduler hook's slow calls: stacks from a look, when the kernel could not copy ----
+
+/// A thread asleep in a block the scheduler hook recorded; `bp` tells the fake host's stack
+/// copies apart.
+fn sched_asleep(
+    tid: u32,
+    call: (Call, u64, u64, u64),
+    last_arrival: u64,
+    bp: u64,
+) -> crate::events::TaskSnapshot {
+    let mut s = asleep(tid, Some(call), last_arrival);
+    s.state.as_mut().unwrap().inflight.flags |= probe_ebpf::inflight_flags::SCHED;
+    s.regs.bp = bp;
+    s
+}
+
+fn slow_call(
+    tid: u32,
+    call: (Call, u64, u64, u64),
+    end_ns: u64,
+    sched: bool,
+    stack: &[u8],
+) -> Event {
+    let (c, obj, arg, start_ns) = call;
+    Event::SlowCall(Box::new(crate::events::SlowCall {
+        tid,
+        tgid: PID,
+        end_ns,
+        call: crate::events::CallRecord {
+            call: c,
+            start_ns,
+            obj,
+            arg,
+            timeout: crate::events::Timeout::None,
+            interrupted_ns: 0,
+            sched,
+        },
+        dur_ns: end_ns - start_ns,
+        ret: (!sched).then_some(-11),
+        regs: Default::default(),
+        stack: stack.to_vec(),
+    }))
+}
+
+fn top_function(r: &SlowCallReport) -> &str {
+    r.stack
+        .first()
+        .and_then(|f| f.function.as_deref())
+        .unwrap_or("")
+}
+
+#[test]
+fn a_sched_slow_call_without_a_kernel_copy_gets_the_stack_copied_while_it_was_blocked() {
+    let mut host = FakeHost::default();
+    let mut t = tracker(&mut host);
+    let mut live = Vec::new();
+    let wait = (Call::Futex, 0xa000, 0, 100 * MS);
+    // 100 ms into the wait: 250 ms before the next look it cannot cross 500 ms. No copy.
+    t.observe(
+        &[sched_asleep(101, wait, 1, 7)],
+        200 * MS,
+        &mut host,
+        &mut live,
+    );
+    assert_eq!(host.stack_copies.get(), 0);
+    // 300 ms: it may cross the threshold before the next look. Copied, once.
+    t.observe(
+        &[sched_asleep(101, wait, 1, 7)],
+        400 * MS,
+        &mut host,
+        &mut live,
+    );
+    t.observe(
+        &[sched_asleep(101, wait, 1, 7)],
+        450 * MS,
+        &mut host,
+        &mut live,
+    );
+    assert_eq!(host.stack_copies.get(), 1);
+    // It ends at 550 ms (no look saw it past the threshold); the event has no stack.
+    t.handle_event(
+        slow_call(101, wait, 550 * MS, true, &[]),
+        560 * MS,
+        &mut host,
+        &mut live,
+    );
+    let r = &t.slow_calls()[0];
+    assert_eq!(top_function(r), "copied_from_7", "{r:?}");
+    assert!(
+        !r.ret_known && r.ret == 0,
+        "the scheduler hook does not see the return value"
+    );
+    assert!(t.prepare_report(600 * MS, &mut host, 512).is_empty());
+}
+
+#[test]
+fn the_copy_is_only_for_the_block_it_was_taken_in() {
+    let mut host = FakeHost::default();
+    let mut t = tracker(&mut host);
+    let mut live = Vec::new();
+    let first = (Call::Futex, 0xa000, 0, 100 * MS);
+    let second = (Call::Futex, 0xa000, 0, 700 * MS);
+    t.observe(
+        &[sched_asleep(101, first, 1, 7)],
+        400 * MS,
+        &mut host,
+        &mut live,
+    );
+    // The first block ended under the threshold; the next look sees a new one (copy dropped).
+    t.observe(
+        &[sched_asleep(101, second, 2, 8)],
+        750 * MS,
+        &mut host,
+        &mut live,
+    );
+    assert!(t.threads[&101].stack_copy.is_none());
+    // The second one ends slow, never seen near the threshold: only the instruction pointer
+    // (the fake unwinds nothing to "slow"), counted and explained.
+    t.handle_event(
+        slow_call(101, second, 1_300 * MS, true, &[]),
+        1_300 * MS,
+        &mut host,
+        &mut live,
+    );
+    assert_eq!(top_function(&t.slow_calls()[0]), "slow");
+    let notes = t.prepare_report(1_400 * MS, &mut host, 512);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("1 slow call(s) without a stack")),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn a_sched_slow_call_seen_past_the_threshold_reuses_the_announced_stack() {
+    let mut host = FakeHost::default();
+    let mut t = tracker(&mut host);
+    let mut live = Vec::new();
+    let wait = (Call::Read, 5, 0, 100 * MS);
+    // First seen 700 ms into the wait: announced with its stacks (and copied).
+    t.observe(
+        &[sched_asleep(101, wait, 1, 7)],
+        800 * MS,
+        &mut host,
+        &mut live,
+    );
+    assert!(matches!(live[..], [LiveEvent::Blocked { .. }]), "{live:?}");
+    // Without the copy (the cap was reached, say), the announced stack stands in.
+    t.threads.get_mut(&101).unwrap().stack_copy = None;
+    let copies = host.stack_copies.get();
+    t.handle_event(
+        slow_call(101, wait, 900 * MS, true, &[]),
+        900 * MS,
+        &mut host,
+        &mut live,
+    );
+    assert_eq!(top_function(&t.slow_calls()[0]), "wait_in_101");
+    assert_eq!(host.stack_copies.get(), copies);
+}
+
+#[test]
+fn syscall_hook_slow_calls_are_neither_copied_nor_looked_up() {
+    let mut host = FakeHost::default();
+    let mut t = tracker(&mut host);
+    let mut live = Vec::new();
+    let wait = (Call::Read, 5, 0, 100 * MS);
+    t.observe(
+        &[asleep(101, Some(wait), 1)],
+        400 * MS,
+        &mut host,
+        &mut live,
+    );
+    assert_eq!(host.stack_copies.get(), 0, "the kernel copies these itself");
+    t.handle_event(
+        slow_call(101, wait, 700 * MS, false, b"stack"),
+        700 * MS,
+        &mut host,
+        &mut live,
+    );
+    let r = &t.slow_calls()[0];
+    assert_eq!(top_function(r), "slow");
+    assert!(r.ret_known && r.ret == -11);
 }

@@ -80,6 +80,15 @@ pub struct CpuSample {
     pub wait_ns: u64,
 }
 
+/// The top of a thread's user stack, copied at a look while it was blocked (for the slow-call
+/// event of that block, which the scheduler hook may send without one).
+#[derive(Clone, Debug)]
+pub struct StackCopy {
+    pub key: BlockKey,
+    pub regs: UserRegs,
+    pub bytes: Vec<u8>,
+}
+
 /// Stacks taken for one block (or one look, for a thread not blocked).
 #[derive(Clone, Debug)]
 pub struct StacksAt {
@@ -100,6 +109,8 @@ pub struct ThreadTrack {
     /// The block last announced live (crossed the threshold).
     pub announced: Option<BlockKey>,
     pub stacks: Option<StacksAt>,
+    /// The current block's stack bytes, when it may become a slow call without a stack.
+    pub stack_copy: Option<StackCopy>,
     /// Its state at the last look before the first shutdown signal.
     pub at_signal: Option<AtSignal>,
     pub wakes: Wakes,
@@ -127,6 +138,7 @@ impl ThreadTrack {
             exit_event_seen: false,
             announced: None,
             stacks: None,
+            stack_copy: None,
             at_signal: None,
             wakes: Wakes::default(),
             last_arrival: 0,

@@ -6,7 +6,7 @@ use super::{
     extras::{AttachTime, Grace, Memory},
     goroutines::Goroutines,
     proc::HostLoad,
-    tools::{Config, ToolRun},
+    tools::{Config, Hook, ToolRun},
     workloads::{Measurement, Workload},
 };
 
@@ -90,9 +90,10 @@ impl Cell {
     }
 }
 
-pub fn cells(runs: &[RunRecord], workloads: &[Workload], configs: &[Config]) -> Vec<Cell> {
+pub fn cells(runs: &[RunRecord], plan: &[(Workload, Vec<Config>)]) -> Vec<Cell> {
     let mut out = Vec::new();
-    for &w in workloads {
+    for (w, configs) in plan {
+        let w = *w;
         let mut base = None;
         for &c in configs {
             let rs: Vec<&RunRecord> = runs
@@ -215,9 +216,59 @@ fn ratio_target(cells: &[Cell], w: Workload, config: &str, min: f64) -> Target {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// stallprobe (`ours`) is not behind bpftrace nor offcputime on workload `w` (median ratios).
+fn not_behind(cells: &[Cell], w: Workload, ours: &str) -> Target {
+    let ratio = |config: &str| {
+        cells
+            .iter()
+            .find(|c| c.workload == w && c.config == config)
+            .and_then(|c| c.ratio)
+    };
+    let what = format!("{:<8} {ours} >= bpftrace and offcputime", w.name());
+    let Some(r) = ratio(ours) else {
+        return Target {
+            what,
+            status: Status::NotMeasured,
+            measured: "not measured".into(),
+        };
+    };
+    let others: Vec<(&str, f64)> = ["bpftrace", "offcputime"]
+        .into_iter()
+        .filter_map(|n| Some((n, ratio(n)?)))
+        .collect();
+    if others.is_empty() {
+        return Target {
+            what,
+            status: Status::NotMeasured,
+            measured: "bpftrace and offcputime not measured".into(),
+        };
+    }
+    let behind: Vec<String> = others
+        .iter()
+        .filter(|(_, o)| r < *o)
+        .map(|(n, o)| format!("{n} {o:.3}"))
+        .collect();
+    let all = others
+        .iter()
+        .map(|(n, o)| format!("{n} {o:.3}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Target {
+        what,
+        status: if behind.is_empty() {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
+        measured: format!("{r:.3} ({all})"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub fn targets(
     cells: &[Cell],
     runs: &[RunRecord],
+    auto: Option<Hook>,
     workloads: &[Workload],
     attach: Option<&AttachTime>,
     memory: Option<&Memory>,
@@ -277,12 +328,35 @@ pub fn targets(
             )
         },
     };
-    for &w in workloads {
-        let min = if w == Workload::Pingpong { 0.90 } else { 0.98 };
-        t.push(ratio_target(cells, w, "stallprobe", min));
-    }
-    for &w in workloads {
-        t.push(ratio_target(cells, w, "stallprobe-other", 0.99));
+    // The issue's numbers, for the hook `--hook auto` picks here.
+    match auto {
+        None => t.push(Target {
+            what: "--hook auto picks a hook".into(),
+            status: Status::Fail,
+            measured: "stallprobe --hook auto did not run".into(),
+        }),
+        Some(h) => {
+            let attached = Config::Stallprobe(h).name();
+            let other = Config::StallprobeOther(h).name();
+            for &w in workloads {
+                match w {
+                    Workload::Pingpong => {
+                        t.push(ratio_target(cells, w, attached, 0.90));
+                        t.push(ratio_target(cells, w, other, 0.97));
+                    }
+                    Workload::Mutex | Workload::Epoll | Workload::Udp => {
+                        t.push(ratio_target(cells, w, attached, 0.95))
+                    }
+                    // "costs less than 5%": time per call at most 1.05x, throughput 1/1.05.
+                    Workload::Getppid => t.push(ratio_target(cells, w, other, 1.0 / 1.05)),
+                    Workload::Yield => {}
+                }
+            }
+            for &w in workloads {
+                let ours = if w.unrelated() { other } else { attached };
+                t.push(not_behind(cells, w, ours));
+            }
+        }
     }
     t.push(match memory {
         Some(m) => Target {
@@ -408,10 +482,10 @@ fn si(v: f64) -> String {
 
 pub fn print_table(cells: &[Cell], configs: &[Config]) {
     println!(
-        "\n{:<9} {:<16} {:>8} {:>6} {:>6}  {:<25} {:>5} {:>6}  host",
+        "\n{:<9} {:<23} {:>8} {:>6} {:>6}  {:<25} {:>5} {:>6}  host",
         "workload", "config", "ops/s", "ratio", "paired", "spread (min-max)", "tool", "attach",
     );
-    println!("{}", "-".repeat(104));
+    println!("{}", "-".repeat(111));
     let mut last = None;
     for c in cells {
         if last.is_some() && last != Some(c.workload) {
@@ -425,7 +499,7 @@ pub fn print_table(cells: &[Cell], configs: &[Config]) {
         };
         let Some(med) = c.median_ops_per_sec else {
             println!(
-                "{:<9} {:<16} {:>8}  {}",
+                "{:<9} {:<23} {:>8}  {}",
                 c.workload.name(),
                 config,
                 "-",
@@ -450,7 +524,7 @@ pub fn print_table(cells: &[Cell], configs: &[Config]) {
             host.push_str(&format!(", {} problem(s)", c.errors.len()));
         }
         println!(
-            "{:<9} {:<16} {:>8} {:>6} {:>6}  {:<25} {:>5} {:>6}  {}",
+            "{:<9} {:<23} {:>8} {:>6} {:>6}  {:<25} {:>5} {:>6}  {}",
             c.workload.name(),
             config,
             si(med),
@@ -464,7 +538,7 @@ pub fn print_table(cells: &[Cell], configs: &[Config]) {
     }
     println!("\nconfigurations:");
     for c in configs {
-        println!("  {:<17} {}", c.name(), c.describe());
+        println!("  {:<23} {}", c.name(), c.describe());
     }
     println!(
         "columns:\n  \
@@ -482,5 +556,76 @@ pub fn print_targets(targets: &[Target]) {
     let w = targets.iter().map(|t| t.what.len()).max().unwrap_or(0);
     for t in targets {
         println!("  {}  {:<w$}  {}", t.status.label(), t.what, t.measured);
+    }
+}
+
+/// The hook comparison at a glance: one row per hook (and tool), one column per measurement,
+/// each cell the median ratio to the baseline.
+pub fn print_hook_matrix(
+    cells: &[Cell],
+    workloads: &[Workload],
+    hooks: &[Hook],
+    auto: Option<Hook>,
+    tools: bool,
+) {
+    let mut cols: Vec<(Workload, bool, String)> = Vec::new();
+    for &w in workloads {
+        if w.unrelated() {
+            cols.push((w, true, format!("{} (other)", w.name())));
+        } else {
+            cols.push((w, false, w.name().to_string()));
+            if w == Workload::Pingpong {
+                cols.push((w, true, "pingpong other".into()));
+            }
+        }
+    }
+    let mut rows: Vec<(String, Vec<Option<&str>>)> = Vec::new();
+    for &h in hooks {
+        let label = if Some(h) == auto {
+            format!("{} (auto)", h.name())
+        } else {
+            h.name().to_string()
+        };
+        let names = cols
+            .iter()
+            .map(|(w, other, _)| {
+                Some(if *other || w.unrelated() {
+                    Config::StallprobeOther(h).name()
+                } else {
+                    Config::Stallprobe(h).name()
+                })
+            })
+            .collect();
+        rows.push((label, names));
+    }
+    if tools {
+        for tool in ["bpftrace", "offcputime"] {
+            // The tools have no "other" run on the ping-pong; on the unrelated workloads they
+            // watch an idle process.
+            let names = cols
+                .iter()
+                .map(|(w, other, _)| (!*other || w.unrelated()).then_some(tool))
+                .collect();
+            rows.push((tool.to_string(), names));
+        }
+    }
+    println!(
+        "
+ratio to the baseline, by hook (median of the runs; \"other\": the tool watches an idle process):"
+    );
+    print!("  {:<18}", "");
+    for (_, _, name) in &cols {
+        print!(" {name:>15}");
+    }
+    println!();
+    for (label, names) in rows {
+        print!("  {label:<18}");
+        for ((w, _, _), name) in cols.iter().zip(names) {
+            let r = name
+                .and_then(|n| cells.iter().find(|c| c.workload == *w && c.config == n))
+                .and_then(|c| c.ratio);
+            print!(" {:>15}", r.map_or("-".into(), |r| format!("{r:.3}")));
+        }
+        println!();
     }
 }

@@ -11,97 +11,138 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::proc::{self, Pipes, Proc};
+use super::{
+    proc::{self, Pipes, Proc},
+    workloads::Workload,
+};
 use crate::util;
 
 /// How long a tool may take to attach, and to exit after SIGINT.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// A `--hook` of stallprobe's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hook {
+    Fentry,
+    Sched,
+    Raw,
+    Tracepoint,
+}
+
+impl Hook {
+    /// In the order the tables show them (auto's preference first).
+    pub const ALL: [Hook; 4] = [Hook::Fentry, Hook::Sched, Hook::Raw, Hook::Tracepoint];
+
+    /// The `--hook` value (and `session.hook` in the report).
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Fentry => "fentry",
+            Hook::Sched => "sched",
+            Hook::Raw => "raw",
+            Hook::Tracepoint => "tracepoint",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Hook> {
+        Hook::ALL.into_iter().find(|h| h.name() == s)
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Hook::Fentry => "fentry/fexit on each probed syscall",
+            Hook::Sched => "BTF tracepoint sched_switch",
+            Hook::Raw => "raw tracepoints sys_enter/sys_exit",
+            Hook::Tracepoint => "syscalls:sys_{enter,exit}_* tracepoints",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Config {
     Baseline,
-    /// `stallprobe --pid TARGET` with the default hook (auto: fentry, else raw tracepoints).
-    Stallprobe,
-    /// The same with `--hook tracepoint`.
-    StallprobeTp,
-    /// The same with `--hook fentry` (the hook comparison, `bench --hooks`).
-    StallprobeFentry,
-    /// The same with `--hook raw` (the hook comparison, `bench --hooks`).
-    StallprobeRaw,
-    /// stallprobe watching an idle process: what every other process on the host pays.
-    StallprobeOther,
+    /// `stallprobe --hook H --pid TARGET`.
+    Stallprobe(Hook),
+    /// `stallprobe --hook H` attached to an idle `sleep` instead: what every other process on
+    /// the host pays.
+    StallprobeOther(Hook),
     Bpftrace,
     Offcputime,
 }
 
 impl Config {
-    pub const ALL: [Config; 6] = [
-        Config::Baseline,
-        Config::Stallprobe,
-        Config::StallprobeTp,
-        Config::StallprobeOther,
-        Config::Bpftrace,
-        Config::Offcputime,
-    ];
-
-    /// The hook comparison (`bench --hooks`, and in the kernel matrix's guests): no probes, and
-    /// stallprobe on the target with each hook.
-    pub const HOOKS: [Config; 4] = [
-        Config::Baseline,
-        Config::StallprobeFentry,
-        Config::StallprobeRaw,
-        Config::StallprobeTp,
-    ];
-
-    /// The `--hook` this configuration passes to stallprobe (None: the default, auto).
-    fn hook(self) -> Option<&'static str> {
-        match self {
-            Config::StallprobeTp => Some("tracepoint"),
-            Config::StallprobeFentry => Some("fentry"),
-            Config::StallprobeRaw => Some("raw"),
-            _ => None,
+    /// The configurations of one workload: no probes; stallprobe with each hook in `hooks`, on
+    /// the target (on an idle process for the workloads no tool watches, and both ways for the
+    /// ping-pong); with `tools`, bpftrace and offcputime.
+    pub fn for_workload(w: Workload, hooks: &[Hook], tools: bool) -> Vec<Config> {
+        let mut v = vec![Config::Baseline];
+        if w.unrelated() {
+            v.extend(hooks.iter().map(|&h| Config::StallprobeOther(h)));
+        } else {
+            v.extend(hooks.iter().map(|&h| Config::Stallprobe(h)));
+            if w == Workload::Pingpong {
+                v.extend(hooks.iter().map(|&h| Config::StallprobeOther(h)));
+            }
         }
+        if tools {
+            v.extend([Config::Bpftrace, Config::Offcputime]);
+        }
+        v
+    }
+
+    /// The tool watches an idle process, not the workload.
+    pub fn watches_other(self) -> bool {
+        matches!(self, Config::StallprobeOther(_))
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Config::Baseline => "baseline",
-            Config::Stallprobe => "stallprobe",
-            Config::StallprobeTp => "stallprobe-tp",
-            Config::StallprobeFentry => "stallprobe-fentry",
-            Config::StallprobeRaw => "stallprobe-raw",
-            Config::StallprobeOther => "stallprobe-other",
+            Config::Stallprobe(Hook::Fentry) => "stallprobe-fentry",
+            Config::Stallprobe(Hook::Sched) => "stallprobe-sched",
+            Config::Stallprobe(Hook::Raw) => "stallprobe-raw",
+            Config::Stallprobe(Hook::Tracepoint) => "stallprobe-tp",
+            Config::StallprobeOther(Hook::Fentry) => "stallprobe-fentry-other",
+            Config::StallprobeOther(Hook::Sched) => "stallprobe-sched-other",
+            Config::StallprobeOther(Hook::Raw) => "stallprobe-raw-other",
+            Config::StallprobeOther(Hook::Tracepoint) => "stallprobe-tp-other",
             Config::Bpftrace => "bpftrace",
             Config::Offcputime => "offcputime",
         }
     }
 
     /// The command, as the table's legend shows it.
-    pub fn describe(self) -> &'static str {
+    pub fn describe(self) -> String {
         match self {
-            Config::Baseline => "no probes",
-            Config::Stallprobe => {
-                "stallprobe --pid TARGET --threshold 500ms --format json -o FILE (default --hook auto)"
-            }
-            Config::StallprobeTp => "the same with --hook tracepoint (syscalls:sys_{enter,exit}_*)",
-            Config::StallprobeFentry => {
-                "the same with --hook fentry (fentry/fexit on each probed syscall)"
-            }
-            Config::StallprobeRaw => {
-                "the same with --hook raw (raw tracepoints sys_enter/sys_exit)"
-            }
-            Config::StallprobeOther => {
-                "stallprobe attached to an idle `sleep` instead: the cost to the rest of the host"
-            }
+            Config::Baseline => "no probes".into(),
+            Config::Stallprobe(h) => format!(
+                "stallprobe --hook {} --pid TARGET --threshold 500ms --format json -o FILE ({})",
+                h.name(),
+                h.describe()
+            ),
+            Config::StallprobeOther(h) => format!(
+                "the same with --hook {} attached to an idle `sleep`: the cost to the rest of the host",
+                h.name()
+            ),
             Config::Bpftrace => {
                 "bpftrace tests/workloads/bench/syscalls.bt TARGET (per-thread latency histograms)"
+                    .into()
             }
             Config::Offcputime => {
-                "offcputime -p TARGET (libbpf-tools; filtered to the target, but its sched_switch hook runs for every switch on the host)"
+                "offcputime -p TARGET (libbpf-tools; filtered to the target, but its sched_switch hook runs for every switch on the host)".into()
             }
         }
     }
+}
+
+/// The hooks that load here and what `--hook auto` picks.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct HookSupport {
+    pub available: Vec<Hook>,
+    /// Hooks that do not load, with stallprobe's reason.
+    pub refused: Vec<(Hook, String)>,
+    pub auto: Option<Hook>,
 }
 
 /// Where the tools are.
@@ -162,6 +203,42 @@ impl Tools {
             .map(|s| s.trim().to_string())
     }
 
+    /// Which hooks load on this kernel, and which one `--hook auto` picks: a 1 s watch of an
+    /// idle process with each (stallprobe says why one does not load).
+    pub fn hooks(&self) -> Result<HookSupport> {
+        let idle = Proc::spawn(
+            "sleep",
+            Command::new("sleep").arg("100000"),
+            Pipes::default(),
+        )?;
+        let pid = idle.pid().to_string();
+        let run = |hook: &str| -> Result<Option<Hook>, String> {
+            let out = Command::new(&self.stallprobe)
+                .args(["--hook", hook, "--pid", &pid, "--duration", "1s"])
+                .args(["--format", "json", "--quiet"])
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                return Err(err.lines().next().unwrap_or("failed").trim().to_string());
+            }
+            let r: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+            Ok(r["session"]["hook"].as_str().and_then(Hook::from_name))
+        };
+        let mut support = HookSupport::default();
+        for h in Hook::ALL {
+            match run(h.name()) {
+                Ok(Some(ran)) if ran == h => support.available.push(h),
+                Ok(other) => support
+                    .refused
+                    .push((h, format!("the report says {other:?} ran"))),
+                Err(why) => support.refused.push((h, why)),
+            }
+        }
+        support.auto = run("auto").ok().flatten();
+        Ok(support)
+    }
+
     /// Start `stallprobe --pid PID ...` and wait for its "watching pid" line.
     ///
     /// Not `--quiet`: with it stallprobe prints nothing until the report, so there is no way to
@@ -194,34 +271,33 @@ impl Tools {
         Ok((p, t0.elapsed().as_secs_f64()))
     }
 
-    /// Start the tool of configuration `c` on `target` and wait until it is attached.
-    pub fn attach(&self, c: Config, target: u32) -> Result<Attached> {
+    /// Start the tool of configuration `c` and wait until it is attached: on `target`, or on an
+    /// idle process it starts when `target` is None or `c` watches another process.
+    pub fn attach(&self, c: Config, target: Option<u32>) -> Result<Attached> {
         if let Some(why) = self.missing(c) {
             bail!("{why}");
         }
         let report = self.scratch.join(format!("{}.json", c.name()));
         let _ = std::fs::remove_file(&report);
         let mut idle = None;
+        let target = match target.filter(|_| !c.watches_other()) {
+            Some(t) => t,
+            None if c == Config::Baseline => 0,
+            None => {
+                let sleeper = Proc::spawn(
+                    "sleep",
+                    Command::new("sleep").arg("100000"),
+                    Pipes::default(),
+                )?;
+                let pid = sleeper.pid();
+                idle = Some(sleeper);
+                pid
+            }
+        };
         let (tool, attach_secs) = match c {
             Config::Baseline => (None, None),
-            Config::Stallprobe
-            | Config::StallprobeTp
-            | Config::StallprobeOther
-            | Config::StallprobeFentry
-            | Config::StallprobeRaw => {
-                let pid = if c == Config::StallprobeOther {
-                    let sleeper = Proc::spawn(
-                        "sleep",
-                        Command::new("sleep").arg("100000"),
-                        Pipes::default(),
-                    )?;
-                    let pid = sleeper.pid();
-                    idle = Some(sleeper);
-                    pid
-                } else {
-                    target
-                };
-                let (p, secs) = self.start_stallprobe(pid, c.hook(), &report)?;
+            Config::Stallprobe(h) | Config::StallprobeOther(h) => {
+                let (p, secs) = self.start_stallprobe(target, Some(h.name()), &report)?;
                 (Some(p), Some(secs))
             }
             Config::Bpftrace => {
@@ -381,11 +457,7 @@ impl Attached {
             l.finish(Duration::from_secs(2));
         }
         out.saw = match self.config {
-            Config::Stallprobe
-            | Config::StallprobeTp
-            | Config::StallprobeOther
-            | Config::StallprobeFentry
-            | Config::StallprobeRaw => stallprobe_saw(&self.report),
+            Config::Stallprobe(_) | Config::StallprobeOther(_) => stallprobe_saw(&self.report),
             Config::Bpftrace => tool.stdout.as_ref().map(|l| {
                 json!({ "threads_with_histograms":
                     l.seen.iter().filter(|s| s.starts_with("@h[")).count() })
@@ -423,4 +495,61 @@ fn stallprobe_saw(report: &Path) -> Option<Value> {
         "blocking_calls_counted": calls,
         "dropped_events": r["dropped_events"],
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_workload_gets_the_baseline_every_hook_and_the_tools() {
+        let hooks = [Hook::Sched, Hook::Raw];
+        let pp = Config::for_workload(Workload::Pingpong, &hooks, true);
+        assert_eq!(
+            pp.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            [
+                "baseline",
+                "stallprobe-sched",
+                "stallprobe-raw",
+                "stallprobe-sched-other",
+                "stallprobe-raw-other",
+                "bpftrace",
+                "offcputime"
+            ]
+        );
+        // Workloads no tool watches: stallprobe only ever watches an idle process there.
+        let unwatched = Config::for_workload(Workload::Getppid, &hooks, false);
+        assert_eq!(
+            unwatched,
+            [
+                Config::Baseline,
+                Config::StallprobeOther(Hook::Sched),
+                Config::StallprobeOther(Hook::Raw)
+            ]
+        );
+        let mutex = Config::for_workload(Workload::Mutex, &[Hook::Sched], false);
+        assert_eq!(mutex, [Config::Baseline, Config::Stallprobe(Hook::Sched)]);
+    }
+
+    #[test]
+    fn hook_names_round_trip_and_configs_are_named_apart() {
+        for h in Hook::ALL {
+            assert_eq!(Hook::from_name(h.name()), Some(h));
+        }
+        assert_eq!(Hook::from_name("auto"), None);
+        let mut names: Vec<&str> = Hook::ALL
+            .iter()
+            .flat_map(|&h| {
+                [
+                    Config::Stallprobe(h).name(),
+                    Config::StallprobeOther(h).name(),
+                ]
+            })
+            .collect();
+        names.extend(["baseline", "bpftrace", "offcputime"]);
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n, "{names:?}");
+    }
 }

@@ -14,9 +14,11 @@ use super::proc::{Pipes, Proc};
 use crate::util;
 
 /// Programs built from tests/workloads/bench/*.c.
-const PROGRAMS: [&str; 8] = [
+const PROGRAMS: [&str; 10] = [
     "pingpong",
     "mutex",
+    "getppid",
+    "yield",
     "epoll_server",
     "epoll_client",
     "udp_recv",
@@ -38,15 +40,27 @@ pub enum Workload {
     Mutex,
     Epoll,
     Udp,
+    /// No tool watches it: what a syscall costs everyone else.
+    Getppid,
+    /// No tool watches it: what a context switch costs everyone else.
+    Yield,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 6] = [
         Workload::Pingpong,
         Workload::Mutex,
         Workload::Epoll,
         Workload::Udp,
+        Workload::Getppid,
+        Workload::Yield,
     ];
+
+    /// A process no tool watches (the tools watch an idle process): it measures what a tool
+    /// costs the rest of the host.
+    pub fn unrelated(self) -> bool {
+        matches!(self, Workload::Getppid | Workload::Yield)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -54,6 +68,8 @@ impl Workload {
             Workload::Mutex => "mutex",
             Workload::Epoll => "epoll",
             Workload::Udp => "udp",
+            Workload::Getppid => "getppid",
+            Workload::Yield => "yield",
         }
     }
 
@@ -73,6 +89,14 @@ impl Workload {
             Workload::Udp => format!(
                 "1-thread recvfrom loop, {UDP_SENDERS} sender threads in a separate process; op = datagram received"
             ),
+            Workload::Getppid => {
+                "1 thread calling getppid in a loop, not watched (tools watch an idle process); op = call"
+                    .into()
+            }
+            Workload::Yield => {
+                "2 threads pinned to CPU 0 calling sched_yield, not watched (tools watch an idle process); op = call"
+                    .into()
+            }
         }
     }
 
@@ -108,6 +132,8 @@ impl Workload {
             Workload::Mutex => ("mutex", None),
             Workload::Epoll => ("epoll_server", Some(("epoll_client", EPOLL_CONNS))),
             Workload::Udp => ("udp_recv", Some(("udp_send", UDP_SENDERS))),
+            Workload::Getppid => ("getppid", None),
+            Workload::Yield => ("yield", None),
         };
         let mut target = Proc::spawn(
             prog,

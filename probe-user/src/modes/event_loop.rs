@@ -145,8 +145,10 @@ pub fn drop_privileges(also_keep: &[u32]) -> Result<(), StallError> {
     crate::privileges::drop_privileges(&crate::privileges::Drop::for_this_process(also_keep))
         .map_err(|e| StallError::Privileges {
             detail: e,
-            hint: "stallprobe drops its privileges once attached; run it as root or with the \
-                   capabilities it needs, including CAP_SETPCAP (and CAP_SETUID/CAP_SETGID under sudo)"
-                .into(),
+            hint: format!(
+                "stallprobe drops its privileges once attached, which needs CAP_SETPCAP (and \
+                 CAP_SETUID/CAP_SETGID under sudo); run it as root: {}",
+                crate::error::as_root_command()
+            ),
         })
 }

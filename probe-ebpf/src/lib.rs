@@ -173,9 +173,11 @@ pub mod programs {
     pub const RAW_SYS_EXIT: &str = "raw_sys_exit";
     /// BTF tracepoint `signal_generate`: shutdown signals.
     pub const SIGNAL_GENERATE: &str = "signal_generate";
-    /// BTF tracepoints `sched_process_exit/fork/exec`.
+    /// BTF tracepoints `sched_process_exit/fork/free/exec`.
     pub const THREAD_EXIT: &str = "thread_exit";
     pub const PROCESS_FORK: &str = "process_fork";
+    /// `sched_process_free`: a target's reaped leader leaves the target set.
+    pub const PROCESS_FREE: &str = "process_free";
     pub const PROCESS_EXEC: &str = "process_exec";
     /// `iter/task`: the snapshot of every target thread.
     pub const SNAPSHOT_TASKS: &str = "snapshot_tasks";
@@ -524,11 +526,6 @@ pub mod globals {
     pub const TASK_FLAGS_OFF: &str = "TASK_FLAGS_OFF";
     /// u32: offset of `task_struct.sched_info.last_arrival` (0: not available).
     pub const TASK_LAST_ARRIVAL_OFF: &str = "TASK_LAST_ARRIVAL_OFF";
-    /// u32: offsets of `task_struct.signal` and `signal_struct.live` (0: unknown); with them the
-    /// kernel side removes a process from the target set as its last thread exits, before its
-    /// pid can be reused.
-    pub const TASK_SIGNAL_OFF: &str = "TASK_SIGNAL_OFF";
-    pub const SIGNAL_LIVE_OFF: &str = "SIGNAL_LIVE_OFF";
     /// u32: 1 to add forked child processes of targets to the target set in the kernel.
     pub const FOLLOW_CHILDREN: &str = "FOLLOW_CHILDREN";
 }

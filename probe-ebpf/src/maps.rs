@@ -26,10 +26,6 @@ static TASK_FLAGS_OFF: u32 = 0;
 #[unsafe(no_mangle)]
 static TASK_LAST_ARRIVAL_OFF: u32 = 0;
 #[unsafe(no_mangle)]
-static TASK_SIGNAL_OFF: u32 = 0;
-#[unsafe(no_mangle)]
-static SIGNAL_LIVE_OFF: u32 = 0;
-#[unsafe(no_mangle)]
 static FOLLOW_CHILDREN: u32 = 0;
 
 #[inline(always)]
@@ -67,14 +63,6 @@ pub fn task_flags_off() -> u32 {
 #[inline(always)]
 pub fn task_last_arrival_off() -> u32 {
     global(&TASK_LAST_ARRIVAL_OFF)
-}
-#[inline(always)]
-pub fn task_signal_off() -> u32 {
-    global(&TASK_SIGNAL_OFF)
-}
-#[inline(always)]
-pub fn signal_live_off() -> u32 {
-    global(&SIGNAL_LIVE_OFF)
 }
 #[inline(always)]
 pub fn follow_children() -> bool {

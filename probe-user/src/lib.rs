@@ -18,6 +18,7 @@
 //!   `watch` on one event loop; [`cli`] parses the command line.
 
 pub(crate) mod assemble;
+pub(crate) mod attach_broker;
 pub(crate) mod bpf;
 pub mod cli;
 pub(crate) mod clock;

@@ -9,6 +9,8 @@ use crate::error::StallError;
 pub mod cap {
     pub const DAC_READ_SEARCH: u32 = 2;
     pub const KILL: u32 = 5;
+    pub const SETGID: u32 = 6;
+    pub const SETUID: u32 = 7;
     pub const SYS_PTRACE: u32 = 19;
     pub const SYS_ADMIN: u32 = 21;
     pub const PERFMON: u32 = 38;

@@ -87,20 +87,7 @@ pub fn drop_privileges(plan: &Drop) -> Result<(), String> {
         .chain(plan.also_keep.iter())
         .chain(bpf.iter())
         .fold(0, |m, &c| m | (1u64 << c));
-    // Bounding set first (needs CAP_SETPCAP, which we still have).
-    for c in 0..64u32 {
-        if keep & (1u64 << c) == 0 {
-            // SAFETY: prctl with integer arguments.
-            let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0, 0, 0) };
-            // EINVAL: a capability number this kernel does not have.
-            if r != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
-                return Err(format!(
-                    "dropping capability {c} from the bounding set: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-        }
-    }
+    cut_bounding_set(keep)?;
     if let Some((uid, gid)) = plan.become_user {
         // Keep the permitted capabilities across the uid change (they are cut below).
         // SAFETY: prctl and set*id with integer arguments.
@@ -126,6 +113,38 @@ pub fn drop_privileges(plan: &Drop) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Remove every capability not in `keep` from the bounding set (needs CAP_SETPCAP, so before
+/// the permitted set is cut): no exec can bring them back.
+fn cut_bounding_set(keep: u64) -> Result<(), String> {
+    for c in 0..64u32 {
+        if keep & (1u64 << c) == 0 {
+            // SAFETY: prctl with integer arguments.
+            let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0, 0, 0) };
+            // EINVAL: a capability number this kernel does not have.
+            if r != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+                return Err(format!(
+                    "dropping capability {c} from the bounding set: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keep exactly `caps` (bounding, permitted and effective sets), staying the same user.
+pub fn limit_to(caps: &[u32]) -> Result<(), String> {
+    let keep = caps.iter().fold(0u64, |m, &c| m | (1u64 << c));
+    cut_bounding_set(keep)?;
+    capset(keep)
+}
+
+/// Keep only `caps` in the permitted and effective sets (the bounding set stays as it is:
+/// changing it needs CAP_SETPCAP).
+pub fn keep_only(caps: &[u32]) -> Result<(), String> {
+    capset(caps.iter().fold(0u64, |m, &c| m | (1u64 << c)))
 }
 
 /// Before Linux 6.5 every bpf() command — a map lookup too, on a map already open — is refused

@@ -13,26 +13,9 @@ use probe_ebpf::{
 };
 
 use crate::maps::{
-    add_target, follow_children, is_target, read_kernel, remove_target, reserve, signal_live_off,
-    task_pid_off, task_signal_off, task_state, task_tgid_off,
+    add_target, follow_children, is_target, read_kernel, remove_target, reserve, task_pid_off,
+    task_state, task_tgid_off,
 };
-
-/// Whether the exiting thread is the last one of its process (`signal->live` is decremented
-/// before the tracepoint fires). False when the offsets are unknown.
-#[inline(always)]
-fn group_dead(task: *const u8) -> bool {
-    let (sig_off, live_off) = (task_signal_off(), signal_live_off());
-    if sig_off == 0 || live_off == 0 {
-        return false;
-    }
-    let Some(signal) = read_kernel::<*const u8>(task, sig_off) else {
-        return false;
-    };
-    if signal.is_null() {
-        return false;
-    }
-    read_kernel::<i32>(signal, live_off) == Some(0)
-}
 
 #[inline(always)]
 fn header(kind: u32, pid_tgid: u64, now: u64) -> EventHeader {
@@ -53,11 +36,6 @@ fn thread_exit(_ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let task = unsafe { bpf_get_current_task_btf() };
-    // The process is gone with its last thread: its pid may be reused by any process from now
-    // on, so it leaves the target set here, not when user space notices.
-    if group_dead(task as *const u8) {
-        remove_target((pid_tgid >> 32) as u32);
-    }
     let now = unsafe { bpf_ktime_get_ns() };
     let Some(mut entry) = reserve::<ThreadExitEvent>(counter::DROP_THREAD_EXIT) else {
         return 0;
@@ -91,6 +69,26 @@ fn thread_exit(_ctx: BtfTracePointContext) -> i32 {
         }
     }
     entry.submit(0);
+    0
+}
+
+/// `sched_process_free(struct task_struct *p)`: a reaped task's last reference is gone. When it
+/// is a target's thread-group leader, the process is gone for good and its pid may be reused by
+/// any process from now on: it leaves the target set here, not when user space notices. (Not at
+/// the last thread's `sched_process_exit`: threads exiting together all see the group dead, and
+/// the first would untarget the process before the others' exits are recorded.)
+#[btf_tracepoint(function = "sched_process_free")]
+fn process_free(ctx: BtfTracePointContext) -> i32 {
+    let task: *const u8 = ctx.arg(0);
+    let (Some(pid), Some(tgid)) = (
+        read_kernel::<u32>(task, task_pid_off()),
+        read_kernel::<u32>(task, task_tgid_off()),
+    ) else {
+        return 0;
+    };
+    if pid == tgid && is_target(tgid) {
+        remove_target(tgid);
+    }
     0
 }
 

@@ -17,10 +17,6 @@ pub struct TaskOffsets {
     pub flags: u32,
     /// `sched_info.last_arrival`; 0 when the kernel lacks it (CONFIG_SCHED_INFO off).
     pub last_arrival: u32,
-    /// `task_struct.signal` and `signal_struct.live` (the thread group's live threads): the
-    /// kernel side drops a process from the target set when its last thread exits. 0: not found.
-    pub signal: u32,
-    pub signal_live: u32,
 }
 
 impl TaskOffsets {
@@ -50,8 +46,6 @@ impl TaskOffsets {
                 .ok_or_else(|| missing("__state"))?,
             flags: off(&["flags"]).ok_or_else(|| missing("flags"))?,
             last_arrival: off(&["sched_info", "last_arrival"]).unwrap_or(0),
-            signal: off(&["signal"]).unwrap_or(0),
-            signal_live: field_offset(&btf, "signal_struct", &["live"]).unwrap_or(0),
         })
     }
 }

@@ -186,8 +186,6 @@ impl Probes {
             .override_global(globals::TASK_STATE_OFF, &off.state, true)
             .override_global(globals::TASK_FLAGS_OFF, &off.flags, true)
             .override_global(globals::TASK_LAST_ARRIVAL_OFF, &off.last_arrival, true)
-            .override_global(globals::TASK_SIGNAL_OFF, &off.signal, true)
-            .override_global(globals::SIGNAL_LIVE_OFF, &off.signal_live, true)
             .override_global(globals::FOLLOW_CHILDREN, &follow, true)
             .override_global(aya_log::LEVEL, &log_level, false)
             .map_max_entries(maps::TARGETS, words)
@@ -259,6 +257,12 @@ impl Probes {
             &kbtf,
             programs::PROCESS_FORK,
             "sched_process_fork",
+        )?;
+        attach_tp_btf(
+            &mut ebpf,
+            &kbtf,
+            programs::PROCESS_FREE,
+            "sched_process_free",
         )?;
         attach_tp_btf(
             &mut ebpf,
@@ -592,6 +596,7 @@ mod tests {
             programs::SIGNAL_GENERATE,
             programs::THREAD_EXIT,
             programs::PROCESS_FORK,
+            programs::PROCESS_FREE,
             programs::PROCESS_EXEC,
             programs::SNAPSHOT_TASKS,
             maps::TARGETS,
@@ -609,8 +614,6 @@ mod tests {
             globals::TASK_FLAGS_OFF,
             globals::TASK_LAST_ARRIVAL_OFF,
             globals::FOLLOW_CHILDREN,
-            globals::TASK_SIGNAL_OFF,
-            globals::SIGNAL_LIVE_OFF,
         ];
         for c in &PROBED_CALLS {
             wanted.extend([c.fentry_prog, c.fexit_prog, c.tp_enter_prog, c.tp_exit_prog]);

@@ -164,6 +164,7 @@ pub(crate) mod testutil {
             module: Some(module.into()),
             inlined: false,
             offset: None,
+            lang: None,
         }
     }
 

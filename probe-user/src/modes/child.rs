@@ -5,6 +5,7 @@ use std::{
     ffi::CString,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use nix::{
@@ -82,6 +83,20 @@ impl Child {
                 self.status = Some(WaitStatus::Exited(Pid::from_raw(self.pid as i32), -1));
                 self.status
             }
+        }
+    }
+
+    /// Reap the child, waiting at most `limit` for it to become reapable.
+    pub fn reap_within(&mut self, limit: Duration) -> Option<WaitStatus> {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.try_reap() {
+                return Some(st);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 

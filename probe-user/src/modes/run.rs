@@ -187,6 +187,13 @@ pub async fn run(args: RunArgs) -> Result<i32, StallError> {
             return Err(e);
         }
     };
+    if end == verdict::EndReason::TargetExited && mode.child.status.is_none() {
+        // The kernel reports the exit a moment before the child can be reaped: wait for it
+        // (bounded), or a command that finished by itself would lose its exit code.
+        if let Some(st) = mode.child.reap_within(Duration::from_secs(2)) {
+            note_status(&mut session, st);
+        }
+    }
     let report = session.finish(end);
     // With --timeout, a command that finished by itself before it ends like itself.
     let own_exit = match (args.timeout, mode.child.status) {

@@ -11,6 +11,7 @@ use probe_ebpf::UserRegs;
 use probe_lang::{
     go::{GoBinary, GoReader, Limits, process_load_bias},
     mem::ProcessMemory,
+    python::{PyProcess, PySnapshot},
 };
 
 use crate::{
@@ -58,6 +59,42 @@ pub struct ProcHost {
     identities: HashMap<u32, Identity>,
     /// Per Go process: its parsed binary and load bias (or why it cannot be read).
     go: HashMap<u32, Result<GoProcess, String>>,
+    /// Per CPython process: where its interpreter is (or why it was not found).
+    py: HashMap<u32, Result<PyProcess, String>>,
+}
+
+/// The most read of one module when looking for a CPython interpreter (a libpython with debug
+/// symbols is ~30 MiB).
+const MAX_PYTHON_MODULE: u64 = 512 << 20;
+
+/// Find the CPython interpreter of `pid`: its modules read through /proc/PID/map_files (the
+/// very file mapped), else by path inside the target's root (never outside it), capped.
+fn locate_python(pid: u32) -> Result<PyProcess, String> {
+    use std::io::Read;
+    let text =
+        std::fs::read(format!("/proc/{pid}/maps")).map_err(|e| format!("/proc/{pid}/maps: {e}"))?;
+    let maps = probe_lang::python::parse_maps(&String::from_utf8_lossy(&text));
+    PyProcess::locate(&maps, |path| {
+        let m = maps.iter().find(|m| m.path.as_deref() == Some(path))?;
+        let file = std::fs::File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
+            .ok()
+            .or_else(|| {
+                crate::target_fs::open_in_root(
+                    pid,
+                    path,
+                    MAX_PYTHON_MODULE,
+                    crate::target_fs::Symlinks::Follow,
+                )
+                .ok()
+            })?;
+        if file.metadata().ok()?.len() > MAX_PYTHON_MODULE {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_PYTHON_MODULE).read_to_end(&mut bytes).ok()?;
+        Some(bytes)
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// A Go process's executable, parsed once.
@@ -91,6 +128,7 @@ impl ProcHost {
             .loaded_processes()
             .max(self.identities.len())
             .max(self.go.len())
+            .max(self.py.len())
     }
 
     /// Whether a perf map of `pid` was read, and why one there was not.
@@ -130,6 +168,7 @@ impl ProcHost {
                 module: Some(p.exe.clone()),
                 inlined: g.inlined,
                 offset: None,
+                lang: None,
             }));
         }
         out
@@ -140,7 +179,30 @@ impl ProcHost {
             stacks: StackCollector::new(),
             identities: HashMap::new(),
             go: HashMap::new(),
+            py: HashMap::new(),
         }
+    }
+
+    /// The Python threads of a CPython process now, with tids as stallprobe sees them.
+    pub fn python(&mut self, pid: u32, other_pid_ns: bool) -> Result<PySnapshot, String> {
+        let p = self
+            .py
+            .entry(pid)
+            .or_insert_with(|| locate_python(pid))
+            .as_ref()
+            .map_err(Clone::clone)?;
+        let mut snap = p
+            .threads(&ProcessMemory { pid })
+            .map_err(|e| e.to_string())?;
+        if other_pid_ns {
+            snap.map_tids(&probe_lang::ns::ns_tid_map(pid));
+        }
+        Ok(snap)
+    }
+
+    /// Name JIT frames from the process's perf map, read again now (a JVM just wrote it).
+    pub fn name_jit_frames_now(&mut self, pid: u32, frames: &mut [Frame]) {
+        self.stacks.name_jit_frames_now(pid, frames);
     }
 }
 
@@ -241,6 +303,7 @@ impl Host for ProcHost {
     fn forget(&mut self, pid: u32) {
         self.stacks.forget(pid);
         self.go.remove(&pid);
+        self.py.remove(&pid);
         self.identities.remove(&pid);
     }
 

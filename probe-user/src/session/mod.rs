@@ -6,6 +6,7 @@
 //! Every mode (`--pid`, `run`, `watch`) drives one through `crate::modes::event_loop`.
 
 mod host;
+mod runtimes;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -17,6 +18,7 @@ use probe_ebpf::Call;
 use tokio::io::unix::AsyncFd;
 
 pub use host::ProcHost;
+pub use runtimes::RuntimeAttach;
 
 use crate::{
     assemble::{self, Findings},
@@ -47,6 +49,8 @@ pub struct SessionOptions {
     /// Above this many live threads, only threads blocked past the threshold (and flagged ones)
     /// get stacks in the final report.
     pub max_stacks: usize,
+    /// When a language runtime may be attached to (a JVM's thread dump).
+    pub runtime_attach: RuntimeAttach,
 }
 
 impl Default for SessionOptions {
@@ -60,6 +64,7 @@ impl Default for SessionOptions {
             follow_children: false,
             bpf_log: false,
             max_stacks: 512,
+            runtime_attach: RuntimeAttach::WhenStalled,
         }
     }
 }
@@ -286,8 +291,13 @@ impl Session {
                 .prepare_report(now, &mut self.host, self.opts.max_stacks),
         );
         self.tracker.refresh_names(&self.host);
-        let facts = self.tracker.thread_facts(now, &self.host, self.clk_tck);
-        let findings = self.inspect(&facts, now);
+        let mut facts = self.tracker.thread_facts(now, &self.host, self.clk_tck);
+        let (runtimes, runtime_notes) = self.read_runtimes(&mut facts, end);
+        let findings = Findings {
+            runtimes,
+            runtime_notes,
+            ..self.inspect(&facts, now)
+        };
         let (target, children) = self.tracker.targets(&self.host);
         let session = self.session_info(now);
         assemble::report(assemble::Inputs {
@@ -348,6 +358,8 @@ impl Session {
             fd_objects,
             perf_maps,
             skipped_perf_maps,
+            runtimes: BTreeMap::new(),
+            runtime_notes: Vec::new(),
         }
     }
 

@@ -205,6 +205,14 @@ impl StackCollector {
     }
 
     /// Name frames in JIT code from the process's perf map.
+    /// [`Self::name_jit_frames`] with the perf map read again now, not up to a second late.
+    pub fn name_jit_frames_now(&mut self, pid: u32, frames: &mut [Frame]) {
+        if let Some(st) = self.perf.get_mut(&pid) {
+            st.checked = None;
+        }
+        self.name_jit_frames(pid, frames);
+    }
+
     fn name_jit_frames(&mut self, pid: u32, frames: &mut [Frame]) {
         self.refresh_perf_map(pid);
         let Some(map) = self.perf.get(&pid).and_then(|s| s.map.as_ref()) else {
@@ -324,11 +332,27 @@ const SYSTEM_FUNCTIONS: &[&str] = &[
 /// Frames of the C library, the dynamic loader, the vDSO, or a language's standard library and
 /// runtime: not where the application itself decided to wait.
 pub fn is_system_frame(f: &Frame) -> bool {
+    let func = f.function.as_deref().unwrap_or("");
+    match f.lang {
+        // The JDK's own classes.
+        Some(crate::report::Lang::Java) => {
+            return ["java.", "javax.", "jdk.", "sun.", "com.sun."]
+                .iter()
+                .any(|p| func.starts_with(p));
+        }
+        // The standard library (`…/lib/python3.11/threading.py`) and frozen modules.
+        Some(crate::report::Lang::Python) => {
+            let file = f.file.as_deref().unwrap_or("");
+            return file.starts_with("<frozen")
+                || file.contains("/lib/python3")
+                || file.contains("/lib64/python3");
+        }
+        None => {}
+    }
     let module = crate::report::basename(f.module.as_deref().unwrap_or(""));
     if SYSTEM_MODULES.iter().any(|m| module.starts_with(m)) {
         return true;
     }
-    let func = f.function.as_deref().unwrap_or("");
     SYSTEM_FUNCTIONS.iter().any(|p| func.starts_with(p))
 }
 
@@ -398,5 +422,43 @@ mod tests {
             f("fetch", "/bin/c"),
         ];
         assert_eq!(top_app_frame(&c).unwrap(), "fetch (x.rs:3)");
+    }
+
+    #[test]
+    fn language_frames_skip_their_standard_libraries_by_their_own_rules() {
+        let lang = |func: &str, file: &str, lang| Frame {
+            function: Some(func.into()),
+            file: Some(file.into()),
+            line: Some(7),
+            lang: Some(lang),
+            ..Frame::default()
+        };
+        use crate::report::Lang::{Java, Python};
+        let py = [
+            f(
+                "__futex_abstimed_wait_common",
+                "/lib/x86_64-linux-gnu/libc.so.6",
+            ),
+            lang("Condition.wait", "/usr/lib/python3.11/threading.py", Python),
+            lang(
+                "Queue.get",
+                "/root/.pyenv/versions/3.11.7/lib/python3.11/queue.py",
+                Python,
+            ),
+            lang("Consumer.next_job", "/srv/app/service.py", Python),
+        ];
+        assert_eq!(
+            top_app_frame(&py).unwrap(),
+            "Consumer.next_job (service.py:7)"
+        );
+        // A Java package named like a Go one (`net.`, `io.`) is the application's.
+        let java = [
+            lang("java.lang.Object.wait", "Object.java", Java),
+            lang("io.netty.channel.Loop.run", "Loop.java", Java),
+        ];
+        assert_eq!(
+            top_app_frame(&java).unwrap(),
+            "io.netty.channel.Loop.run (Loop.java:7)"
+        );
     }
 }

@@ -230,6 +230,7 @@ fn push_frames(out: &mut Vec<Frame>, rf: &RawFrame, sym: &Symbolized<'_>) {
             module: module.clone(),
             inlined: i > 0,
             offset: (i == 0).then_some(s.offset as u64),
+            lang: None,
         });
     }
 }

@@ -268,7 +268,22 @@ impl Tracker {
                 p.exited_ns = Some(last_thread_exit.unwrap_or(now_ns));
             }
         }
+        let at = last_thread_exit.unwrap_or(now_ns);
+        self.mark_threads_of_exited(pid, at);
         self.commands.push(ProbeCommand::Untarget(pid));
+    }
+
+    /// Threads of an exited process are exited, even if their exit events were missed.
+    fn mark_threads_of_exited(&mut self, pid: u32, at: u64) {
+        let tids: Vec<u32> = self
+            .threads
+            .values()
+            .filter(|t| t.pid == pid)
+            .map(|t| t.tid)
+            .collect();
+        for tid in tids {
+            self.mark_exited(tid, at);
+        }
     }
 
     /// The process the report is about: the one that got the shutdown signal (a sidecar

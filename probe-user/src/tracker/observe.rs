@@ -100,16 +100,7 @@ impl Tracker {
             // was loaded to read it (unwind tables, symbols, its pidfd).
             self.commands.push(ProbeCommand::Untarget(pid));
             host.forget(pid);
-            // Threads of an exited process are exited, even if we missed their events.
-            let tids: Vec<u32> = self
-                .threads
-                .values()
-                .filter(|t| t.pid == pid)
-                .map(|t| t.tid)
-                .collect();
-            for tid in tids {
-                self.mark_exited(tid, at);
-            }
+            self.mark_threads_of_exited(pid, at);
         }
         self.forget_old_exits();
     }

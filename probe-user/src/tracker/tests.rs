@@ -576,3 +576,24 @@ mod go {
         assert!(t.goroutine_facts(&[], 2_000 * MS).is_empty());
     }
 }
+
+#[test]
+fn a_reaped_child_leaves_no_thread_blocked_even_without_their_exit_events() {
+    // `run` reaps its command before the tracker saw every thread's exit event: the report
+    // must not show a thread of an exited process as still blocked.
+    let mut host = FakeHost::default();
+    let mut t = tracker(&mut host);
+    let mut live = Vec::new();
+    let epoll = (Call::EpollWait, 4, 0, 100 * MS);
+    t.observe(
+        &[running(PID), asleep(101, Some(epoll), 1)],
+        800 * MS,
+        &mut host,
+        &mut live,
+    );
+    t.note_exit_status(PID, Some(0), None, 900 * MS);
+    let facts = facts_of(&t, 1000 * MS, &host);
+    assert_eq!(facts[&101].state, ThreadState::Exited, "{:?}", facts[&101]);
+    assert!(facts.values().all(|f| f.state == ThreadState::Exited));
+    assert!(t.all_exited());
+}

@@ -66,7 +66,7 @@ pub fn guest_run(plan_path: &Path) -> Result<()> {
         });
         save(&res)?;
     }
-    for st in &plan.steps {
+    for st in plan.steps.iter().skip(plan.skip_steps) {
         if st.hook.as_ref().is_some_and(|h| !loaded.contains(h)) {
             continue;
         }

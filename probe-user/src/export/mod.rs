@@ -49,6 +49,7 @@ pub mod live;
 pub mod markdown;
 pub mod outputs;
 pub mod pprof;
+pub mod status;
 pub mod style;
 pub mod text;
 

@@ -363,6 +363,7 @@ mod tests {
             owner: Some(o),
             owner_name: Some(name.into()),
             last_woken_by: None,
+            runtime_object: None,
         };
         r.threads[0].wait = Some(lock(101, "locker-a", "thread_join"));
         r.threads[1].wait = Some(lock(102, "locker-b", "pthread_mutex"));
@@ -433,6 +434,7 @@ mod tests {
                     owner: Some(1000),
                     owner_name: None,
                     last_woken_by: None,
+                    runtime_object: None,
                 });
                 t
             })

@@ -306,6 +306,10 @@ fn frame_item(o: &mut String, f: &Frame, links: &SourceLinks) {
             }
         }
     }
+    // A Python or Java frame says so, as in the text report.
+    if let Some(l) = f.lang {
+        let _ = write!(o, "<span class=\"badge\">{}</span>", l.as_str());
+    }
     if let Some(m) = &f.module {
         let _ = write!(o, "<span class=\"mod\">{}</span>", esc(basename(m)));
     }

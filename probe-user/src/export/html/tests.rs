@@ -155,3 +155,17 @@ fn clean_and_observed_reports_render_too() {
     let p = page(&r);
     assert!(p.contains("no shutdown signal was seen"));
 }
+
+#[test]
+fn python_and_java_frames_say_their_language() {
+    let mut r = testutil::report();
+    let f = &mut r.threads[0].stack[0];
+    f.lang = Some(crate::report::Lang::Python);
+    f.function = Some("handle_request".into());
+    let p = page(&r);
+    assert!(
+        p.contains("<span class=\"fn\">handle_request</span>")
+            && p.contains("<span class=\"badge\">python</span>"),
+        "{p}"
+    );
+}

@@ -74,6 +74,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "man-db",
         "`man` reads the installed man page in the package test",
     ),
+    (
+        "file",
+        "the package test checks that the static binary is static",
+    ),
 ];
 
 /// The Rust target of the static binary `cargo xtask dist` builds.

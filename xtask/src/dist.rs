@@ -185,6 +185,10 @@ pub fn run() -> Result<Dist> {
         "--no-build",
         "--target",
         setup::MUSL_TARGET,
+        // Debug info is not shipped (as in the tarball).
+        "--strip",
+        "--no-separate-debug-symbols",
+        "--no-dbgsym",
         "--deb-version",
         &format!("{}-1", version()),
         "--output",

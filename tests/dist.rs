@@ -65,8 +65,8 @@ fn must(cmd: &mut Command) -> String {
     text
 }
 
-/// The demo through `bin`: the verdict the demo promises (stalled; worker-2 and main
-/// flagged), exit code 1.
+/// The demo through `bin`: the verdict the demo promises (stalled; worker-2 and its main
+/// thread, named demo_service, flagged), exit code 1.
 fn run_demo(bin: &Path) {
     let demo = build_c("demo_service");
     let out = workload_dir().join(format!("dist-demo-{}.json", std::process::id()));
@@ -100,7 +100,7 @@ fn run_demo(bin: &Path) {
     let report: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(run.code, 1, "stalled: exit 1\n{}", run.stderr);
     assert_eq!(report["verdict"], "stalled", "{text}");
-    for name in ["worker-2", "main"] {
+    for name in ["worker-2", "demo_service"] {
         assert_eq!(thread(&report, name)["flagged"], true, "{name}: {text}");
     }
 }
@@ -234,6 +234,7 @@ fn the_deb_installs_works_enables_nothing_and_purges_cleanly() {
     let enabled_before =
         must(Command::new("find").args(["/etc/systemd/system", "-name", "stallprobe*"]));
 
+    let user_before = sh(Command::new("getent").args(["passwd", "stallprobe"])).0;
     let out = must(Command::new("dpkg").arg("-i").arg(&deb));
     let files = package_files();
     for want in [
@@ -272,9 +273,29 @@ fn the_deb_installs_works_enables_nothing_and_purges_cleanly() {
         ok && !verify.contains("stallprobe@"),
         "systemd-analyze verify:\n{verify}"
     );
-    // Its user exists, with no login; the package enabled nothing.
+    // Its user exists, with no login; the package enabled nothing. When the user was there
+    // before (another install, a test of the unit), the installed sysusers file must still
+    // create it on a system without it: applied to an empty root.
     let user = must(Command::new("getent").args(["passwd", "stallprobe"]));
     assert!(user.trim_end().ends_with(":/usr/sbin/nologin"), "{user}");
+    if user_before {
+        let root = workload_dir().join(format!("sysusers-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        must(
+            Command::new("systemd-sysusers")
+                .arg(format!("--root={}", root.display()))
+                .arg("/usr/lib/sysusers.d/stallprobe.conf"),
+        );
+        let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&root);
+        assert!(
+            passwd
+                .lines()
+                .any(|l| l.starts_with("stallprobe:") && l.ends_with(":/usr/sbin/nologin")),
+            "{passwd}"
+        );
+    }
     let enabled = must(Command::new("find").args(["/etc/systemd/system", "-name", "stallprobe*"]));
     assert_eq!(enabled, enabled_before, "the package enabled something");
 

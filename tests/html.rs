@@ -10,25 +10,36 @@ use std::{path::Path, process::Command, time::Duration};
 
 use serde_json::Value;
 use stallprobe_tests::{
-    build_c, flagged_names, repo_root, require_root, run_and_stop, run_with_timeout, workload_dir,
+    build_c, flagged_names, repo_root, report_path, require_root, run_with_timeout, stallprobe,
+    workload_dir,
 };
 
 /// `stallprobe run … --html FILE -- bin`: the JSON report and the page.
 fn report_and_page(tag: &str, bin: &Path) -> (Value, String, std::path::PathBuf) {
     let html = workload_dir().join(format!("{tag}-{}.html", std::process::id()));
     let _ = std::fs::remove_file(&html);
-    let (run, report) = run_and_stop(
-        tag,
+    let json = report_path(tag);
+    let run = stallprobe(
         &[
+            "run",
+            "--stop-after",
+            "1s",
+            "--grace",
+            "2s",
+            "--format",
+            "json",
+            "-o",
+            json.to_str().unwrap(),
             "--html",
             html.to_str().unwrap(),
             "--",
             bin.to_str().unwrap(),
         ],
-        "1s",
-        "2s",
         Duration::from_secs(60),
     );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("no JSON report ({e})\n{}", run.stderr));
+    let _ = std::fs::remove_file(&json);
     assert_eq!(run.code, 1, "stalled\n{}", run.stderr);
     let page = std::fs::read_to_string(&html)
         .unwrap_or_else(|e| panic!("no --html file ({e})\n{}", run.stderr));
@@ -53,7 +64,10 @@ fn assert_self_contained(page: &str) {
 }
 
 fn chromium(args: &[&str], page: &Path) -> String {
-    let profile = workload_dir().join(format!("chromium-profile-{}", std::process::id()));
+    // A profile of its own per run: tests run in parallel, and Chromium locks its profile.
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let profile = workload_dir().join(format!("chromium-profile-{}-{n}", std::process::id()));
     let run = run_with_timeout(
         Command::new("chromium")
             .args([
@@ -175,8 +189,11 @@ fn demo_page_renders_and_its_screenshot_is_kept() {
             "{name} not named"
         );
     }
-    // main waits for worker-2 (pthread_join): an edge of the graph.
-    assert!(dom.contains("<title>main waits for worker-2"), "{dom}");
+    // The main thread (demo_service) waits for worker-2 (pthread_join): an edge of the graph.
+    assert!(
+        dom.contains("<title>demo_service waits for worker-2"),
+        "{dom}"
+    );
 
     let dir = repo_root().join("target/html");
     std::fs::create_dir_all(&dir).unwrap();

@@ -31,13 +31,10 @@ const DEB_STAGE: &str = "target/dist/deb";
 const DEFAULT_SYSUSERS: &str = "# The system user stallprobe@.service runs as (sysusers.d(5)).\n\
 u stallprobe - \"stallprobe thread-stall profiler\" /var/lib/stallprobe /usr/sbin/nologin\n";
 
-/// What `cargo xtask dist` made.
+/// What `cargo xtask dist` made: `dir` (target/dist) holds the binary's directory, the
+/// tarball and the .deb.
 pub struct Dist {
-    /// target/dist
     pub dir: PathBuf,
-    pub binary: PathBuf,
-    pub tarball: PathBuf,
-    pub deb: PathBuf,
 }
 
 fn version() -> String {
@@ -206,12 +203,7 @@ pub fn run() -> Result<Dist> {
     println!("  {}", binary.display());
     println!("  {}", tarball.display());
     println!("  {}", deb.display());
-    Ok(Dist {
-        dir: dist,
-        binary,
-        tarball,
-        deb,
-    })
+    Ok(Dist { dir: dist })
 }
 
 fn fresh_dir(p: &Path) -> Result<()> {

@@ -63,7 +63,7 @@ details{margin:6px 0}summary{cursor:pointer;color:var(--blue)}
 ol.frames{margin:4px 0 0;padding-left:34px}ol.frames li{padding:1px 0}
 ol.frames li.sys{color:var(--grey)}ol.frames li.app .fn{font-weight:700}
 .fn{color:#1f2328}ol.frames li.sys .fn{color:var(--grey)}
-a.src{color:var(--blue);text-decoration:none;margin-left:8px}a.src:hover{text-decoration:underline}
+.src{margin-left:8px}a.src{color:var(--blue);text-decoration:none}a.src:hover{text-decoration:underline}
 .mod{color:var(--grey);margin-left:8px}.inl{color:#9a6700;margin-left:6px;font-size:11px}
 .kstack{color:var(--grey);margin:4px 0 0 34px;word-break:break-all}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:3px 8px;border-bottom:1px solid var(--line);vertical-align:top}

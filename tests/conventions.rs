@@ -119,7 +119,10 @@ fn strip_sgr(s: &str) -> String {
             Some(i) if part[..i].chars().all(|c| c.is_ascii_digit() || c == ';') => {
                 out.push_str(&part[i + 1..])
             }
-            _ => out.push_str(part),
+            _ => {
+                out.push_str("\x1b[");
+                out.push_str(part)
+            }
         }
     }
     out

@@ -267,7 +267,9 @@ fn the_deb_installs_works_enables_nothing_and_purges_cleanly() {
     let (ok, verify) = sh(Command::new("systemd-analyze").args([
         "verify",
         "--man=no",
-        "stallprobe@nginx.service",
+        // An instance of the installed template, by path (not a unit of the same name
+        // elsewhere on the unit path).
+        "/usr/lib/systemd/system/stallprobe@nginx.service",
     ]));
     assert!(
         ok && !verify.contains("stallprobe@"),

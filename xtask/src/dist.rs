@@ -283,7 +283,7 @@ fn tarball_readme(version_line: &str) -> String {
         "stallprobe {first}
 An eBPF profiler that says which threads keep a Linux process from shutting down, and why.
 
-One static binary (x86_64, Linux 5.8 or newer with BTF; no libraries, no toolchain):
+One static binary (x86_64, Linux 5.15 or newer with BTF; no libraries, no toolchain):
 
   sudo install -m 0755 stallprobe /usr/local/bin/
   sudo stallprobe run -- ./my-service          # start a command, stop it, report

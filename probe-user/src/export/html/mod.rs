@@ -186,9 +186,9 @@ pub fn html(r: &Report, links: &SourceLinks) -> String {
     thread_table(&mut o, r);
     slow_calls(&mut o, r);
     notes(&mut o, r);
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<footer>stallprobe {} · hook {} · threshold {} · interval {} · watched {} · dropped events {} · schema {}</footer>\n",
+        "<footer>stallprobe {} · hook {} · threshold {} · interval {} · watched {} · dropped events {} · schema {}</footer>",
         esc(r.session.stallprobe_version),
         r.session.hook.as_str(),
         format_ms(r.session.threshold_ms),

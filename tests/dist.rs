@@ -165,6 +165,7 @@ fn the_tarball_holds_a_static_binary_that_runs_the_demo() {
         "completions/stallprobe.bash",
         "completions/_stallprobe",
         "completions/stallprobe.fish",
+        "dropins/metrics-remote.conf",
     ] {
         assert!(
             top.join(f).is_file(),
@@ -247,6 +248,7 @@ fn the_deb_installs_works_enables_nothing_and_purges_cleanly() {
         "/usr/share/bash-completion/completions/stallprobe",
         "/usr/share/zsh/vendor-completions/_stallprobe",
         "/usr/share/fish/vendor_completions.d/stallprobe.fish",
+        "/usr/share/doc/stallprobe/examples/dropins/metrics-remote.conf",
     ] {
         assert!(
             files.contains(&PathBuf::from(want)),

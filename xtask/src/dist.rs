@@ -127,6 +127,14 @@ pub fn run() -> Result<Dist> {
     let sysusers = std::fs::read_to_string(systemd.join("stallprobe.sysusers"))
         .unwrap_or_else(|_| DEFAULT_SYSUSERS.to_string());
     std::fs::write(stage.join("stallprobe.sysusers"), &sysusers)?;
+    // The unit's optional drop-ins (README: "Next to a service"), when there are any.
+    if let Ok(dropins) = std::fs::read_dir(systemd.join("dropins")) {
+        std::fs::create_dir_all(stage.join("dropins"))?;
+        for d in dropins {
+            let d = d?.path();
+            std::fs::copy(&d, stage.join("dropins").join(d.file_name().unwrap()))?;
+        }
+    }
     std::fs::write(stage.join("README"), tarball_readme(&version_line))?;
 
     util::step("tarball");
@@ -292,9 +300,10 @@ One static binary (x86_64, Linux 5.15 or newer with BTF; no libraries, no toolch
 Also in this directory:
   stallprobe@.service   systemd sidecar for a service (runs as the user `stallprobe`):
                           sudo install -m 0644 stallprobe@.service /etc/systemd/system/
-                          sudo install -m 0644 stallprobe.sysusers /etc/sysusers.d/stallprobe.conf
+                          sudo install -m 0644 stallprobe.sysusers /usr/lib/sysusers.d/stallprobe.conf
                           sudo systemd-sysusers && sudo systemctl daemon-reload
                           sudo systemctl enable --now stallprobe@nginx.service
+  dropins/              optional drop-ins for the unit (metrics from another host, stricter)
   man/                  man pages:   sudo install -m 0644 man/*.1 /usr/local/share/man/man1/
   completions/          bash, zsh and fish completions
 

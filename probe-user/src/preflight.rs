@@ -63,8 +63,9 @@ pub fn inheritable_caps() -> u64 {
     cap_set("CapInh")
 }
 
+/// Whether the effective set has what loading needs (the caller raises it from the permitted
+/// set first, `privileges::raise_effective`: preflight only reads capabilities).
 pub fn check_privileges() -> Result<(), StallError> {
-    let _ = crate::privileges::raise_effective();
     let missing = missing_caps(effective_caps());
     if missing.is_empty() {
         return Ok(());

@@ -144,6 +144,8 @@ fn pid_max() -> u32 {
 impl Probes {
     /// Check privileges and kernel, load the object, attach every program.
     pub fn load(opts: &ProbeOptions) -> Result<Probes, StallError> {
+        // File or ambient capabilities may be permitted but not effective yet.
+        let _ = crate::privileges::raise_effective();
         crate::preflight::check_privileges()?;
         crate::preflight::check_kernel()?;
         if BPF_OBJECT.is_empty() {

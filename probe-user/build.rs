@@ -4,6 +4,7 @@
 use std::process::Command;
 
 fn main() -> anyhow::Result<()> {
+    git_commit();
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
     let skip = std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v == "true");
     if !skip {
@@ -40,4 +41,47 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `STALLPROBE_GIT_COMMIT` for `stallprobe --version`: as given (`cargo xtask dist` sets it, with
+/// `-dirty` for a tree with uncommitted changes), else `git rev-parse --short=12 HEAD`, else
+/// `unknown` (a source tarball). Rebuilt when HEAD moves, not at every edit.
+fn git_commit() {
+    println!("cargo:rerun-if-env-changed=STALLPROBE_GIT_COMMIT");
+    let git = |args: &[&str]| -> Option<String> {
+        let o = Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()?;
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let commit = std::env::var("STALLPROBE_GIT_COMMIT")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=STALLPROBE_GIT_COMMIT={commit}");
+    println!(
+        "cargo:rustc-env=STALLPROBE_TARGET={}",
+        std::env::var("TARGET").unwrap_or_default()
+    );
+    // HEAD (a worktree's own), the branch it points at, and packed refs.
+    let mut watch = Vec::new();
+    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        watch.push(std::path::Path::new(&dir).join("HEAD"));
+    }
+    if let (Some(common), Some(head_ref)) = (
+        git(&["rev-parse", "--path-format=absolute", "--git-common-dir"]),
+        git(&["symbolic-ref", "-q", "HEAD"]),
+    ) {
+        watch.push(std::path::Path::new(&common).join(&head_ref));
+        watch.push(std::path::Path::new(&common).join("packed-refs"));
+    }
+    for p in watch.iter().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
 }

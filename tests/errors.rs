@@ -36,6 +36,10 @@ fn no_such_pid() {
     require_root();
     let run = stallprobe(&["--pid", &free_pid(), "--duration", "1s"], T);
     assert_clean_error(&run, "no process with pid");
+    assert_clean_error(
+        &run,
+        "hint: list the processes with their pids: `ps -eo pid,comm,args`",
+    );
 }
 
 #[test]
@@ -75,11 +79,14 @@ fn without_privileges_names_the_capabilities() {
     let run = run_with_timeout(&mut cmd, T);
     assert_clean_error(&run, "CAP_BPF");
     assert!(run.stderr.contains("CAP_PERFMON"), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("sudo") || run.stderr.contains("setcap"),
-        "says how to fix it: {}",
-        run.stderr
+    // The one command that fixes it: this command line under sudo, with the binary's full
+    // path (sudo's PATH would not find a binary outside its secure_path).
+    let bin = stallprobe_bin();
+    let fix = format!(
+        "run it as root: sudo {} --pid 1 --duration 1s",
+        bin.display()
     );
+    assert!(run.stderr.contains(&fix), "no {fix:?} in:\n{}", run.stderr);
 }
 
 #[test]
@@ -105,4 +112,11 @@ fn tracefs_not_mountable() {
         .env("STALLPROBE_TRACEFS", "/nonexistent/tracing");
     let run = run_with_timeout(&mut cmd, T);
     assert_clean_error(&run, "tracefs");
+    // Two ways out, each a command to copy: mount it, or the same command with the default hook.
+    assert_clean_error(&run, "`sudo mount -t tracefs tracefs /sys/kernel/tracing`");
+    let fix = format!(
+        "{} --pid 1 --duration 1s --hook auto",
+        stallprobe_bin().display()
+    );
+    assert!(run.stderr.contains(&fix), "no {fix:?} in:\n{}", run.stderr);
 }

@@ -63,17 +63,25 @@ pub fn inheritable_caps() -> u64 {
     cap_set("CapInh")
 }
 
+/// Whether the effective set has what loading needs (the caller raises it from the permitted
+/// set first, `privileges::raise_effective`: preflight only reads capabilities).
 pub fn check_privileges() -> Result<(), StallError> {
     let missing = missing_caps(effective_caps());
     if missing.is_empty() {
         return Ok(());
     }
     Err(StallError::Permission {
-        what: "stallprobe needs privileges to load BPF programs and read the target's stacks".into(),
-        missing,
-        hint: "run it as root (sudo stallprobe ...), or grant the binary the capabilities: \
-               sudo setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_dac_read_search,cap_checkpoint_restore+ep $(command -v stallprobe)"
+        what: "stallprobe needs privileges to load BPF programs and read the target's stacks"
             .into(),
+        missing,
+        hint: format!(
+            "run it as root: {}\n  (or give this binary the capabilities once: sudo setcap \
+             cap_bpf,cap_perfmon,cap_sys_ptrace,cap_dac_read_search,cap_checkpoint_restore+ep {})",
+            crate::error::as_root_command(),
+            std::env::current_exe()
+                .map(|p| crate::error::shell_quote(&p.to_string_lossy()))
+                .unwrap_or_else(|_| "$(command -v stallprobe)".into())
+        ),
     })
 }
 

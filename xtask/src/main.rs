@@ -5,10 +5,12 @@
 //! - `demo`: setup if needed, build, run stallprobe on the bundled demo, print the report.
 //! - `test`: setup if needed, build, run every test (unit + integration on the real kernel);
 //!   `--kernel 6.1|6.12|all` adds the smoke suite on Debian's kernels in emulated guests.
+//! - `dist`: the static binary, a tarball and a .deb in `target/dist/` (see `dist.rs`).
 //! - `bench`: overhead against no probes, bpftrace and offcputime (see docs/design.md);
 //!   `--kernel K` runs the hook comparison in a guest.
 
 mod bench;
+mod dist;
 mod kernel;
 mod setup;
 mod util;
@@ -33,6 +35,9 @@ enum Task {
     },
     /// Build target/release/stallprobe.
     Build,
+    /// Build what users install, in target/dist/: the static x86_64-musl binary (BPF object
+    /// embedded), a tarball (binary, systemd unit, man pages, completions, README) and a .deb.
+    Dist,
     /// Run stallprobe on the bundled demo service and print its report.
     Demo,
     /// Run all tests: unit tests and integration tests against the real kernel (needs root).
@@ -104,6 +109,7 @@ fn main() {
         Task::Setup { check } => setup::run(check),
         Task::Build => build().map(|_| ()),
         Task::Demo => demo(),
+        Task::Dist => dist::run().map(|_| ()),
         Task::Test {
             soak,
             kernel,
@@ -209,7 +215,8 @@ fn test(soak: bool, kernel: Option<&str>, kernel_only: bool, extra: &[String]) -
     let host = if kernel_only {
         Ok(())
     } else {
-        host_tests(&bin, soak, extra)
+        // The release files, for tests/dist.rs (which installs the .deb).
+        dist::run().and_then(|d| host_tests(&bin, &d.dir, soak, extra))
     };
     let Some(kernels) = kernels else {
         return host;
@@ -222,7 +229,12 @@ fn test(soak: bool, kernel: Option<&str>, kernel_only: bool, extra: &[String]) -
     host.and(guests)
 }
 
-fn host_tests(bin: &std::path::Path, soak: bool, extra: &[String]) -> Result<()> {
+fn host_tests(
+    bin: &std::path::Path,
+    dist_dir: &std::path::Path,
+    soak: bool,
+    extra: &[String],
+) -> Result<()> {
     util::step("running all tests (unit + integration on the real kernel)");
     let mut args: Vec<String> = ["test", "--workspace", "--release", "--no-fail-fast"]
         .iter()
@@ -234,6 +246,7 @@ fn host_tests(bin: &std::path::Path, soak: bool, extra: &[String]) -> Result<()>
     args.extend(extra.iter().cloned());
     let mut cmd = util::cargo_cmd(&args.iter().map(String::as_str).collect::<Vec<_>>());
     cmd.env("STALLPROBE_BIN", bin);
+    cmd.env("STALLPROBE_DIST_DIR", dist_dir);
     // Under `sudo cargo xtask test` the tests still run stallprobe as root (the tests of what
     // stallprobe does under sudo set these themselves).
     for var in ["SUDO_UID", "SUDO_GID", "SUDO_USER", "SUDO_COMMAND"] {

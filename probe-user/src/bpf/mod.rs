@@ -25,6 +25,41 @@ use crate::{
 static BPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stallprobe-ebpf"));
 
+/// One kind of attach point in the embedded object (`fentry`, `tp_btf`, `tracepoint`, `iter`
+/// ...) and where its programs attach, as the object's program sections name them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookGroup {
+    pub kind: String,
+    pub targets: Vec<String>,
+}
+
+/// The hooks the embedded BPF object carries, read from its program sections (`fentry/<fn>`,
+/// `tp_btf/<tracepoint>`, `tracepoint/<category>/<name>`, `iter/<kind>`): what this binary
+/// can attach to, for `stallprobe --version`. Empty for a build without a BPF object.
+pub fn embedded_hooks() -> Vec<HookGroup> {
+    use object::{Object, ObjectSection, SectionKind};
+    let Ok(obj) = object::File::parse(BPF_OBJECT) else {
+        return Vec::new();
+    };
+    let mut groups: Vec<HookGroup> = Vec::new();
+    for s in obj.sections() {
+        if s.kind() != SectionKind::Text {
+            continue;
+        }
+        let Some((kind, target)) = s.name().ok().and_then(|n| n.split_once('/')) else {
+            continue;
+        };
+        match groups.iter_mut().find(|g| g.kind == kind) {
+            Some(g) => g.targets.push(target.to_string()),
+            None => groups.push(HookGroup {
+                kind: kind.to_string(),
+                targets: vec![target.to_string()],
+            }),
+        }
+    }
+    groups
+}
+
 /// Where the blocking-call programs should hook in (`--hook`; see
 /// probe-ebpf/src/programs/hooks.rs). The one that ran is a [`Hook`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -75,7 +110,10 @@ fn load_err(action: impl Into<String>, e: impl std::fmt::Display) -> StallError 
     let action = action.into();
     let detail = e.to_string();
     let hint = if detail.contains("Operation not permitted") || detail.contains("EPERM") {
-        Some("loading BPF programs needs root or CAP_BPF + CAP_PERFMON".to_string())
+        Some(format!(
+            "loading BPF programs needs root or CAP_BPF + CAP_PERFMON: {}",
+            crate::error::as_root_command()
+        ))
     } else {
         None
     };
@@ -435,9 +473,11 @@ fn attach_fentry_all(
                 return Err(StallError::KernelFeature {
                     what: format!("fentry/fexit on {}", call.kernel_fn()),
                     detail: e.to_string(),
-                    hint: "fentry needs BPF trampolines (x86_64, CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS) \
-                           and a kernel that allows them; try `--hook raw`"
-                        .into(),
+                    hint: format!(
+                        "fentry needs BPF trampolines (x86_64, CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS) \
+                         and a kernel that allows them; raw tracepoints work here: {}",
+                        crate::error::with_hook("raw")
+                    ),
                 });
             }
         }
@@ -517,8 +557,10 @@ fn attach_tracepoint_pair(ebpf: &mut Ebpf, call: Call) -> Result<(), StallError>
             .map_err(|e| StallError::KernelFeature {
                 what: format!("the tracepoint syscalls:{tp}"),
                 detail: fmt_prog_err(&e),
-                hint: "the kernel needs CONFIG_FTRACE_SYSCALLS=y; or use the default --hook fentry"
-                    .into(),
+                hint: format!(
+                    "the kernel needs CONFIG_FTRACE_SYSCALLS=y; without it, use the default hook: {}",
+                    crate::error::with_hook("auto")
+                ),
             })?;
     }
     Ok(())
@@ -551,6 +593,35 @@ mod tests {
     use object::{Object, ObjectSymbol};
 
     use super::*;
+
+    /// `--version` lists what the object carries: every probed call under fentry and fexit,
+    /// the raw and BTF tracepoints, the syscall tracepoints and the task iterator.
+    #[test]
+    fn embedded_hooks_come_from_the_object() {
+        if BPF_OBJECT.is_empty() {
+            assert!(embedded_hooks().is_empty());
+            return;
+        }
+        let g = embedded_hooks();
+        let get = |k: &str| {
+            g.iter()
+                .find(|g| g.kind == k)
+                .map(|g| g.targets.clone())
+                .unwrap_or_else(|| panic!("no {k} hooks in {g:?}"))
+        };
+        for c in &PROBED_CALLS {
+            assert!(get("fentry").contains(&c.kernel_fn.to_string()), "{g:?}");
+            assert!(get("fexit").contains(&c.kernel_fn.to_string()), "{g:?}");
+            assert!(
+                get("tracepoint").contains(&format!("syscalls/{}", c.tp_enter)),
+                "{g:?}"
+            );
+        }
+        for tp in ["sys_enter", "signal_generate", "sched_process_exit"] {
+            assert!(get("tp_btf").contains(&tp.to_string()), "{g:?}");
+        }
+        assert_eq!(get("iter"), vec!["task".to_string()]);
+    }
 
     /// Every program, map and global name user space uses is in the embedded BPF object: the
     /// names are shared constants (`probe_ebpf`), and this checks the object built from them.

@@ -10,8 +10,8 @@
 //! language runtimes and standard libraries are skipped, see [`crate::stack::is_system_frame`])
 //! whose file is inside the workspace (`GITHUB_WORKSPACE`, else the current directory): GitHub
 //! can only annotate files of the repository. A thread with no such frame (a stripped binary, a
-//! stack entirely in dependencies or in the runtime) gets no annotation; the JUnit report, the
-//! summary and the exit code still carry it. Absolute file paths (what gcc, clang, rustc, go
+//! stack entirely in dependencies or in the runtime, a binary built elsewhere) still gets its
+//! `::error`, without `file=`, so that the failure shows in the run's summary. Absolute file paths (what gcc, clang, rustc, go
 //! and CPython record) are placed directly; a Java frame names only its source file
 //! (`Deadlock.java`), which is looked up in the workspace by its package's path.
 
@@ -149,36 +149,30 @@ fn java_source(f: &Frame, roots: &[PathBuf]) -> Option<String> {
 }
 
 /// The `::error` lines for a report (without trailing newlines). `roots` are the workspace
-/// directory as given and, when it differs, as resolved through symlinks.
+/// directory as given and, when it differs, as resolved through symlinks. A flagged thread or
+/// group with no frame in the workspace still gets its `::error`, without `file=`: GitHub then
+/// shows it in the run's summary (not on a line of the diff).
 pub fn annotations(r: &Report, roots: &[PathBuf]) -> Vec<String> {
-    let line = |file: &str, line: u32, title: &str, message: &str| {
+    let line = |site: Option<(String, u32)>, title: &str, message: &str| {
+        let at = site
+            .map(|(file, line)| format!("file={},line={line},", escape_property(&file)))
+            .unwrap_or_default();
         format!(
-            "::error file={},line={line},title={}::{}",
-            escape_property(file),
+            "::error {at}title={}::{}",
             escape_property(title),
             escape_data(message)
         )
     };
-    let threads = r.flagged().filter_map(|t| {
-        let (_, file, l) = annotation_site(t, roots)?;
+    let threads = r.flagged().map(|t| {
+        let site = annotation_site(t, roots).map(|(_, file, l)| (file, l));
         let title = format!("stallprobe: thread {} stalled", t.name);
-        Some(line(
-            &file,
-            l,
-            &title,
-            t.reason.as_deref().unwrap_or("flagged"),
-        ))
+        line(site, &title, t.reason.as_deref().unwrap_or("flagged"))
     });
     // Goroutines at their own source line (the blocking statement).
-    let groups = r.flagged_groups().filter_map(|g| {
-        let (_, file, l) = stack_site(&g.stack, roots)?;
+    let groups = r.flagged_groups().map(|g| {
+        let site = stack_site(&g.stack, roots).map(|(_, file, l)| (file, l));
         let title = format!("stallprobe: {} stalled", g.who());
-        Some(line(
-            &file,
-            l,
-            &title,
-            g.reason.as_deref().unwrap_or("flagged"),
-        ))
+        line(site, &title, g.reason.as_deref().unwrap_or("flagged"))
     });
     threads.chain(groups).collect()
 }
@@ -240,8 +234,13 @@ mod tests {
                 "::error file=tests/workloads/c/deadlock.c,line=26,title=stallprobe%3A thread locker-b stalled::blocked in futex on FUTEX_WAIT_PRIVATE 0x55550000102 since before SIGTERM (4s) and never woke up at take_second_lock (deadlock.c:26)".to_string(),
             ]
         );
-        // Outside the workspace: nothing to annotate.
-        assert!(annotations(&r, &[PathBuf::from("/elsewhere")]).is_empty());
+        // Outside the workspace: the same errors, without a file to put them on.
+        let outside = annotations(&r, &[PathBuf::from("/elsewhere")]);
+        assert_eq!(outside.len(), 3);
+        assert_eq!(
+            outside[1],
+            "::error title=stallprobe%3A thread locker-a stalled::blocked in futex on FUTEX_WAIT_PRIVATE 0x55550000101 since before SIGTERM (4s) and never woke up at take_second_lock (deadlock.c:26)"
+        );
         assert!(annotations(&testutil::clean_report(), &[PathBuf::from("/ws")]).is_empty());
     }
 
@@ -275,11 +274,16 @@ mod tests {
             a[1],
             "::error file=tests/workloads/c/deadlock.c,line=26,title=stallprobe%3A thread a%2Cb%3Ac stalled::50%25 of%0Athe time"
         );
-        // No line number: no annotation for that frame.
+        // No line number: the annotation has no file either.
         let mut r = testutil::report();
         for f in &mut r.threads[0].stack {
             f.line = None;
         }
-        assert_eq!(annotations(&r, &[PathBuf::from("/ws")]).len(), 2);
+        let a = annotations(&r, &[PathBuf::from("/ws")]);
+        assert_eq!(a.len(), 3);
+        assert!(
+            a[0].starts_with("::error title=stallprobe%3A thread main stalled::"),
+            "{a:?}"
+        );
     }
 }

@@ -11,7 +11,10 @@
 //! - [`folded`]: folded stacks weighted by blocked time (`--format folded`), for
 //!   flamegraph.pl, inferno and speedscope;
 //! - [`flamegraph`]: an off-CPU flame graph SVG of those stacks (`--flamegraph`);
-//! - [`pprof`]: the pprof protobuf, gzip'ed (`--pprof`), for `go tool pprof` and friends.
+//! - [`pprof`]: the pprof protobuf, gzip'ed (`--pprof`), for `go tool pprof` and friends;
+//! - [`html`]: one self-contained HTML page (`--html`): verdict, flagged threads and goroutine
+//!   groups with collapsible stacks, the wait-for graph, the shutdown timeline, the flame graph
+//!   (it also takes the workspace roots and a repository URL, to link frames to their source).
 //!
 //! # Which threads, which stack, what weight
 //!
@@ -40,11 +43,13 @@ pub mod annotations;
 pub mod files;
 pub mod flamegraph;
 pub mod folded;
+pub mod html;
 pub mod junit;
 pub mod live;
 pub mod markdown;
 pub mod outputs;
 pub mod pprof;
+pub mod status;
 pub mod style;
 pub mod text;
 

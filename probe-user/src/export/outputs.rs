@@ -1,5 +1,6 @@
 //! Where the report goes: the main report (`--format`, `-o`) and the extra files (`--junit`,
-//! `--summary`, `--pprof`, `--flamegraph`), GitHub Actions annotations and step summary.
+//! `--summary`, `--pprof`, `--flamegraph`, `--html`), GitHub Actions annotations and step
+//! summary.
 
 use std::{
     io::IsTerminal,
@@ -8,7 +9,9 @@ use std::{
 
 use clap::Args;
 
-use super::{annotations, files, flamegraph, folded, junit, markdown, pprof, style::Style, text};
+use super::{
+    annotations, files, flamegraph, folded, html, junit, markdown, pprof, style::Style, text,
+};
 use crate::{error::StallError, report::Report};
 
 /// Format of the main report (`--format`).
@@ -18,6 +21,29 @@ pub enum ReportFormat {
     Json,
     /// Folded stacks, one line per thread stack, weighted by blocked ms.
     Folded,
+}
+
+/// When to colour (`--color`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless `NO_COLOR` is set (to anything but the empty string).
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether to colour output going to a terminal (`is_tty`), with `no_color` the value of
+    /// `NO_COLOR` (<https://no-color.org>: set and not empty means no colour by default; an
+    /// explicit `--color always` still wins).
+    pub fn colored(self, is_tty: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => is_tty && no_color.is_none_or(|v| v.is_empty()),
+        }
+    }
 }
 
 /// The report as JSON (schema `stallprobe/report-v1`).
@@ -57,9 +83,14 @@ pub struct OutputOptions {
     #[arg(long, value_name = "FILE")]
     pub flamegraph: Option<PathBuf>,
 
-    /// Colour: auto (on a terminal), always, never.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "always", "never"])]
-    pub color: String,
+    /// Also write a self-contained HTML report to FILE (verdict, flagged threads with their
+    /// stacks, the wait-for graph, the shutdown timeline, the flame graph; no network needed).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// Colour: auto (on a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
+    pub color: ColorChoice,
 }
 
 /// Whether stallprobe runs in a GitHub Actions job.
@@ -91,6 +122,28 @@ fn workspace_roots() -> Vec<PathBuf> {
     roots
 }
 
+/// Where the HTML report links a frame's file:line: under GitHub Actions, files of the
+/// workspace to the repository's blob at the commit being built; otherwise `file://` paths.
+fn source_links() -> html::SourceLinks {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let blob_base = match (
+        github_actions(),
+        var("GITHUB_SERVER_URL"),
+        var("GITHUB_REPOSITORY"),
+        var("GITHUB_SHA"),
+    ) {
+        (true, Some(server), Some(repo), Some(sha)) => Some(format!(
+            "{}/{repo}/blob/{sha}",
+            server.trim_end_matches('/')
+        )),
+        _ => None,
+    };
+    html::SourceLinks {
+        roots: workspace_roots(),
+        blob_base,
+    }
+}
+
 /// The same file (after resolving symlinks, when both exist), or the same path.
 fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
@@ -102,11 +155,9 @@ fn same_file(a: &Path, b: &Path) -> bool {
 impl OutputOptions {
     pub fn style_for(&self, is_tty: bool) -> Style {
         Style {
-            color: match self.color.as_str() {
-                "always" => true,
-                "never" => false,
-                _ => is_tty && std::env::var_os("NO_COLOR").is_none(),
-            },
+            color: self
+                .color
+                .colored(is_tty, std::env::var_os("NO_COLOR").as_deref()),
         }
     }
 
@@ -123,6 +174,7 @@ impl OutputOptions {
             ("--summary", &self.summary),
             ("--pprof", &self.pprof),
             ("--flamegraph", &self.flamegraph),
+            ("--html", &self.html),
         ]
         .into_iter()
         .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
@@ -237,6 +289,11 @@ impl OutputOptions {
             }
         }
 
+        if let Some(path) = &self.html {
+            let page = html::html(report, &source_links());
+            write(&mut errors, "the HTML report", path, page.as_bytes());
+        }
+
         match errors.len() {
             0 => Ok(()),
             1 => Err(StallError::Usage(errors.remove(0))),
@@ -247,5 +304,24 @@ impl OutputOptions {
                 Err(StallError::Usage(errors.remove(0)))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::ColorChoice;
+
+    #[test]
+    fn no_color_and_the_flag() {
+        let auto = ColorChoice::Auto;
+        assert!(auto.colored(true, None));
+        assert!(!auto.colored(false, None));
+        assert!(!auto.colored(true, Some(OsStr::new("1"))));
+        // Set but empty does not count (no-color.org).
+        assert!(auto.colored(true, Some(OsStr::new(""))));
+        assert!(ColorChoice::Always.colored(false, Some(OsStr::new("1"))));
+        assert!(!ColorChoice::Never.colored(true, None));
     }
 }

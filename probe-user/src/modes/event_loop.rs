@@ -3,6 +3,7 @@
 
 use std::{
     future::Future,
+    io::IsTerminal,
     time::{Duration, Instant},
 };
 
@@ -11,7 +12,13 @@ use tokio::signal::unix::SignalKind;
 
 use super::options::CommonOptions;
 use crate::{
-    clock::mono_ns, error::StallError, export::live::live_line, session::Session,
+    clock::mono_ns,
+    error::StallError,
+    export::{
+        live::live_line,
+        status::{Counts, StatusLine, status_text},
+    },
+    session::Session,
     verdict::EndReason,
 };
 
@@ -37,6 +44,12 @@ pub trait Mode {
     /// Ctrl-C or SIGTERM reached stallprobe: `true` ends the watch now.
     fn interrupted(&mut self, _sig: Signal) -> bool {
         true
+    }
+
+    /// A one-line status on a terminal (`export::status`): for the long watches (`--pid`,
+    /// `watch`), not for `run`, whose command writes to the same terminal.
+    fn status_line(&self) -> bool {
+        false
     }
 
     /// After each poll of the session: the mode's own work; `Some` ends the watch.
@@ -107,10 +120,17 @@ pub async fn run<M: Mode>(
             }
         }
     };
+    let mut status =
+        StatusLine::new(mode.status_line() && !opts.quiet && std::io::stderr().is_terminal());
+    let redraw = |status: &mut StatusLine, session: &Session| {
+        let counts = Counts::from_census(&session.census(), session.tracker().live_pids().len());
+        status.draw(&status_text(counts, started.elapsed().as_secs_f64(), style));
+    };
 
     if mode.look_at_start() {
         print(&session.poll(true));
     }
+    redraw(&mut status, session);
     loop {
         let now = Instant::now();
         let mut wake = interval;
@@ -127,6 +147,8 @@ pub async fn run<M: Mode>(
             sig = stops.recv() => interrupt = Some(sig),
             _ = mode.event() => event_fired = true,
         }
+        // Live lines, the mode's own lines and the report start on a clean line.
+        status.clear();
         if let Some(sig) = interrupt
             && mode.interrupted(sig)
         {
@@ -136,6 +158,7 @@ pub async fn run<M: Mode>(
         if let Some(end) = mode.tick(session, event_fired)? {
             return Ok(end);
         }
+        redraw(&mut status, session);
     }
 }
 
@@ -145,8 +168,10 @@ pub fn drop_privileges(also_keep: &[u32]) -> Result<(), StallError> {
     crate::privileges::drop_privileges(&crate::privileges::Drop::for_this_process(also_keep))
         .map_err(|e| StallError::Privileges {
             detail: e,
-            hint: "stallprobe drops its privileges once attached; run it as root or with the \
-                   capabilities it needs, including CAP_SETPCAP (and CAP_SETUID/CAP_SETGID under sudo)"
-                .into(),
+            hint: format!(
+                "stallprobe drops its privileges once attached, which needs CAP_SETPCAP (and \
+                 CAP_SETUID/CAP_SETGID under sudo); run it as root: {}",
+                crate::error::as_root_command()
+            ),
         })
 }

@@ -18,6 +18,10 @@ impl Mode for PidMode {
         self.duration_end
     }
 
+    fn status_line(&self) -> bool {
+        true
+    }
+
     fn tick(
         &mut self,
         session: &mut Session,

@@ -127,6 +127,10 @@ impl Mode for WatchMode<'_> {
         false
     }
 
+    fn status_line(&self) -> bool {
+        true
+    }
+
     fn deadline(&self) -> Option<Instant> {
         let every = self.notifier.as_ref()?.watchdog_every?;
         Some(self.last_watchdog + every)

@@ -282,6 +282,7 @@ impl Session {
         let findings = self.inspect(&facts, now);
         let (target, children) = self.tracker.targets(&self.host);
         let session = self.session_info(now);
+        notes.extend(self.host.symbol_notes());
         assemble::report(assemble::Inputs {
             tracker: &self.tracker,
             facts,

@@ -189,8 +189,10 @@ fn jvm_monitor_deadlock_and_blocked_shutdown_hook() {
         assert_eq!(t["role"], "runtime", "{name}: {}", t["reason"]);
         assert_eq!(t["flagged"], false, "{name}");
     }
+    // Judged stalled, the JVM was asked for its threads (tests/runtimes.rs has the details):
+    // no JIT frame is left unnamed.
     assert!(
-        r["notes"].to_string().contains("JIT frames unsymbolized"),
+        !r["notes"].to_string().contains("JIT frames unsymbolized"),
         "{}",
         r["notes"]
     );

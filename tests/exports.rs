@@ -589,3 +589,51 @@ fn go_stall_exports_name_the_goroutines() {
     let svg = read(&out.flamegraph);
     assert!(svg.contains("main.worker"), "flame graph has the goroutine");
 }
+
+/// Python frames read from the interpreter go wherever a stack goes: the JUnit body, the
+/// annotation at the `.py` line in the workspace, the Markdown, the profile and the flame graph.
+#[test]
+fn python_frames_reach_every_export() {
+    let script = python_script("py_service");
+    let src = "tests/workloads/python/py_service.py";
+    let (run, stdout, r, out) =
+        run_as_github_step("python", &["/usr/bin/python3.11", script.to_str().unwrap()]);
+    assert_stalled(&run, &r);
+    let consumer = flagged_thread(&r, "consumer");
+    let frame = consumer["stack"]
+        .as_array()
+        .and_then(|s| s.iter().find(|f| f["function"] == "Consumer.next_job"))
+        .unwrap_or_else(|| panic!("no Python frame: {:?}", stack_functions(consumer)));
+    assert_eq!(frame["lang"], "python", "{frame}");
+    let line = frame["line"].as_u64().unwrap();
+    assert_eq!(
+        line,
+        source_line(
+            &read(&repo_root().join(src)),
+            "class Consumer",
+            "return jobs.get()"
+        ) as u64
+    );
+
+    let xml = read(&out.junit);
+    assert!(
+        xml.contains(&format!("Consumer.next_job (py_service.py:{line})")),
+        "{xml}"
+    );
+    let want = format!("::error file={src},line={line},");
+    assert!(
+        stdout.commands.iter().any(|c| c.starts_with(&want)),
+        "{want}\n{:?}",
+        stdout.commands
+    );
+    for md in [read(&out.summary), read(&out.step_summary)] {
+        assert!(md.contains("Consumer.next_job"), "{md}");
+    }
+    let (_, text) = pprof_samples(&out.pprof);
+    assert!(text.contains("Consumer.next_job"), "{text}");
+    let svg = read(&out.flamegraph);
+    assert!(
+        svg.contains("Consumer.next_job"),
+        "flame graph has the Python frame"
+    );
+}

@@ -260,3 +260,50 @@ fn target_exiting_mid_run_is_reported() {
         run.stderr
     );
 }
+
+/// `--hook auto` (the default) picks fentry where the kernel allows it, raw tracepoints where it
+/// does not, and the report's `session.hook` says which ran. The kernel matrix (`cargo xtask
+/// test --kernel`) sets `STALLPROBE_TEST_AUTO_HOOK` to the hook a kernel must get (fentry on
+/// Debian's 6.1 and 6.12); elsewhere either is accepted, with the fallback explained.
+#[test]
+fn hook_auto_reports_the_hook_that_ran() {
+    let w = start_foundation(&[]);
+    let pid = w.pid().to_string();
+    let run = stallprobe(
+        &[
+            "--hook",
+            "auto",
+            "--pid",
+            &pid,
+            "--duration",
+            "1s",
+            "--format",
+            "json",
+            "--quiet",
+        ],
+        RUN_TIMEOUT,
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let r = run.json();
+    let hook = r["session"]["hook"].as_str().unwrap_or("");
+    let fallback_noted = r["notes"].to_string().contains("fentry is not available");
+    match std::env::var("STALLPROBE_TEST_AUTO_HOOK") {
+        Ok(want) => assert_eq!(hook, want, "session: {}", r["session"]),
+        Err(_) => assert!(
+            hook == "fentry" || hook == "raw",
+            "session: {}",
+            r["session"]
+        ),
+    }
+    assert_eq!(
+        fallback_noted,
+        hook == "raw",
+        "a fallback to raw tracepoints is explained in the notes, and only then: {}",
+        r["notes"]
+    );
+    assert!(
+        thread(&r, "locker-a")["state"] == "blocked",
+        "{}",
+        describe(&r)
+    );
+}

@@ -641,8 +641,12 @@ fn privileges_are_dropped_once_attached() {
             .to_string();
         u64::from_str_radix(&v, 16).unwrap()
     };
-    // CAP_DAC_READ_SEARCH (2), CAP_SYS_PTRACE (19), CAP_CHECKPOINT_RESTORE (40): reading only.
-    let kept = (1u64 << 2) | (1 << 19) | (1 << 40);
+    // CAP_DAC_READ_SEARCH (2), CAP_SYS_PTRACE (19), CAP_CHECKPOINT_RESTORE (40): reading only;
+    // and CAP_BPF (39) where every bpf() call needs it (before 6.5, unprivileged BPF off).
+    let mut kept = (1u64 << 2) | (1 << 19) | (1 << 40);
+    if bpf_needs_cap_bpf() {
+        kept |= 1 << 39;
+    }
     assert_eq!(caps("CapEff:"), kept, "{status}");
     assert_eq!(caps("CapPrm:"), kept);
     assert_eq!(caps("CapBnd:"), kept, "an exec cannot regain them");
@@ -651,6 +655,19 @@ fn privileges_are_dropped_once_attached() {
     assert_eq!(sp.child.wait().unwrap().code(), Some(0));
     target.kill().unwrap();
     target.wait().unwrap();
+}
+
+/// Whether this kernel refuses every bpf() command without CAP_BPF: before 6.5, when
+/// `kernel.unprivileged_bpf_disabled` is set.
+fn bpf_needs_cap_bpf() -> bool {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
+        .is_ok_and(|s| s.trim() != "0");
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut v = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    let old = matches!((v.next(), v.next()), (Some(a), Some(b)) if (a, b) < (6, 5));
+    disabled && old
 }
 
 /// stallprobe's resident memory (kB).
@@ -734,11 +751,7 @@ open(sys.argv[2], 'wb').write(b)
         .status()
         .unwrap();
     assert!(st.success(), "patching {tag} failed");
-    std::fs::set_permissions(
-        &dst,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(&dst, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     dst
 }
 
@@ -797,10 +810,9 @@ fn binary_with_huge_compressed_debug_info_claim() {
     // 0.2.7 reserves that much up front and aborts the process. stallprobe's ELF check refuses
     // the module before blazesym sees it: its frames are named from .symtab, and a note says so.
     let src = build_c("deadlock");
-    let compressed = workload_dir().join("hostile").join(format!(
-        "deadlock-zdebug-{}",
-        std::process::id()
-    ));
+    let compressed = workload_dir()
+        .join("hostile")
+        .join(format!("deadlock-zdebug-{}", std::process::id()));
     std::fs::create_dir_all(compressed.parent().unwrap()).unwrap();
     let st = Command::new("objcopy")
         .arg("--compress-debug-sections=zlib")

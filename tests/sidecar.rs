@@ -403,3 +403,126 @@ fn notes_do_not_grow_from_episode_to_episode() {
     );
     assert_eq!(notes[0], notes[1], "the second episode's notes");
 }
+
+/// One metrics scrape (the body), if the endpoint answers.
+fn scrape(addr: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut b = String::new();
+    s.read_to_string(&mut b).ok()?;
+    Some(b)
+}
+
+/// The value of the metric line that starts with `series` (name and labels).
+fn metric(body: &str, series: &str) -> Option<u64> {
+    body.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// A sidecar next to a service that runs short-lived helper processes (about 12 a second,
+/// half of them exec'd, their pids reused at once): stallprobe's memory and the state it keeps stay
+/// flat, and the service's stall is still judged right when it is stopped — with no helper
+/// in the verdict. `cargo xtask test --soak` runs the churn for 20 minutes instead of 45 s.
+#[test]
+fn memory_stays_flat_over_helper_churn_with_pid_reuse() {
+    require_root();
+    let soak = std::env::var_os("STALLPROBE_SOAK").is_some();
+    let total = Duration::from_secs(if soak { 20 * 60 } else { 45 });
+    let bin = build_c("helper_churn");
+    let stats = workload_dir().join(format!("helper-churn-{}.stats", std::process::id()));
+    let cg = Cgroup::for_unit(&format!("stallprobe-churn-{}.service", std::process::id()));
+    let service = cg.start(
+        &bin,
+        &[
+            "--every",
+            "20",
+            "--hold",
+            "60",
+            "--stats",
+            stats.to_str().unwrap(),
+        ],
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let sp = Command::new(stallprobe_bin())
+        .args(["watch", "--cgroup"])
+        .arg(&cg.0)
+        .args(["--follow-children", "--threshold", "30ms", "--grace", "2s"])
+        .args(["--metrics-addr", &addr, "--format", "json", "--quiet"])
+        .env("STALLPROBE_JOURNAL_SOCKET", "/nonexistent/journal.sock")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let sample = |at: Duration| {
+        std::thread::sleep(at.saturating_sub(start.elapsed()));
+        let body = scrape(&addr).unwrap_or_else(|| panic!("no metrics at {at:?}"));
+        let rss = metric(&body, "stallprobe_resident_memory_bytes").unwrap() / 1024;
+        let records = metric(&body, "stallprobe_tracked_processes{what=\"records\"}").unwrap();
+        let loaded = metric(&body, "stallprobe_tracked_processes{what=\"loaded\"}").unwrap();
+        (rss, records, loaded)
+    };
+    // Warm-up: the symbolizer and the unwinder have what every helper shares.
+    let early = sample(total / 3);
+    let mut worst = early;
+    let mut at = total / 3;
+    while at < total {
+        at += total / 12;
+        let s = sample(at);
+        worst = (worst.0.max(s.0), worst.1.max(s.1), worst.2.max(s.2));
+    }
+    let st = std::fs::read_to_string(&stats).unwrap_or_default();
+    let field = |k: &str| -> u64 {
+        st.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=')?.parse().ok())
+            .unwrap_or(0)
+    };
+    let (helpers, reused) = (field("helpers"), field("reused"));
+    // Stop the service: its stall is judged.
+    term(&service);
+    std::thread::sleep(Duration::from_secs(5));
+    term(&sp);
+    let out = sp.wait_with_output().unwrap();
+    reap(service);
+    let _ = std::fs::remove_file(&stats);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        helpers as f64 >= total.as_secs_f64() * 5.0 && reused * 2 >= helpers,
+        "the churn happened: {helpers} helpers, {reused} reused pids"
+    );
+    eprintln!("helpers {helpers}, reused {reused}; early {early:?}, worst {worst:?}");
+    assert!(
+        worst.0 <= early.0 + 8 * 1024,
+        "RSS grew from {} kB to {} kB over {helpers} helpers",
+        early.0,
+        worst.0
+    );
+    assert!(
+        worst.1 <= 100 && worst.2 <= 100,
+        "state kept for at most 100 processes: {} records, {} loaded",
+        worst.1,
+        worst.2
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let reports: Vec<Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("reports on stdout: {e}\n{stdout}\n{stderr}"));
+    assert_eq!(reports.len(), 1, "one episode: {stdout}\n{stderr}");
+    let r = &reports[0];
+    assert_eq!(r["verdict"], "stalled", "{}", describe(r));
+    assert_flagged_exactly(r, &["service", "steady"]);
+    assert!(
+        r["timeline"].to_string().contains("SIGTERM"),
+        "the shutdown is on the timeline after hours of helper exits: {}",
+        r["timeline"]
+    );
+}

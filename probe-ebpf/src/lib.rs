@@ -173,9 +173,11 @@ pub mod programs {
     pub const RAW_SYS_EXIT: &str = "raw_sys_exit";
     /// BTF tracepoint `signal_generate`: shutdown signals.
     pub const SIGNAL_GENERATE: &str = "signal_generate";
-    /// BTF tracepoints `sched_process_exit/fork/exec`.
+    /// BTF tracepoints `sched_process_exit/fork/free/exec`.
     pub const THREAD_EXIT: &str = "thread_exit";
     pub const PROCESS_FORK: &str = "process_fork";
+    /// `sched_process_free`: a target's reaped leader leaves the target set.
+    pub const PROCESS_FREE: &str = "process_free";
     pub const PROCESS_EXEC: &str = "process_exec";
     /// `iter/task`: the snapshot of every target thread.
     pub const SNAPSHOT_TASKS: &str = "snapshot_tasks";

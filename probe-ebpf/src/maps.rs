@@ -133,6 +133,15 @@ pub fn is_target(tgid: u32) -> bool {
     }
 }
 
+/// Remove `tgid` from the target set (its last thread is exiting).
+#[inline(always)]
+pub fn remove_target(tgid: u32) {
+    if let Some(word) = TARGETS.get_ptr_mut(tgid >> 6) {
+        // Not atomic, like `add_target`: user space reads the word back before it writes it.
+        unsafe { *word &= !(1u64 << (tgid & 63)) };
+    }
+}
+
 /// Add `tgid` to the target set (used for `--follow-children`).
 #[inline(always)]
 pub fn add_target(tgid: u32) {

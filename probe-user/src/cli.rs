@@ -91,11 +91,18 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    let bpf_log = match &cli.command {
-        Some(Command::Run(r)) => r.common.bpf_log,
-        Some(Command::Watch(w)) => w.common.bpf_log,
-        None => cli.common.bpf_log,
+    let common = match &cli.command {
+        Some(Command::Run(r)) => &r.common,
+        Some(Command::Watch(w)) => &w.common,
+        None => &cli.common,
     };
+    let bpf_log = common.bpf_log;
+    // The JVM attach broker is forked now, while stallprobe is one thread with all its
+    // privileges (see attach_broker); without CAP_SETUID there is none, and a JVM that would
+    // be attached to gets a note saying why.
+    if !common.no_runtime_attach {
+        let _ = crate::attach_broker::start();
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(if bpf_log {
         "stallprobe_ebpf=debug,warn"
     } else {

@@ -37,6 +37,9 @@ pub enum StallError {
         hint: Option<String>,
     },
 
+    #[error("could not drop privileges after attaching: {detail}\n  hint: {hint}")]
+    Privileges { detail: String, hint: String },
+
     #[error("{0}")]
     Usage(String),
 

@@ -152,7 +152,7 @@ pub enum Event {
 /// `comm` bytes up to the first NUL.
 pub fn comm_str(b: &[u8]) -> String {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
+    crate::report::target_text(&b[..end])
 }
 
 /// Decode one ring-buffer record; `None` for anything malformed or unknown.

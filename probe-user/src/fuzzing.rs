@@ -150,7 +150,10 @@ pub fn elf_unwind(data: &[u8]) {
         let len = (len + 0xfff) & !0xfff;
         let start = FUZZ_BASE + (seg.address() & !0xfff) % (1 << 40);
         let avma = start..start + len;
-        if ranges.iter().any(|r| r.start < avma.end && avma.start < r.end) {
+        if ranges
+            .iter()
+            .any(|r| r.start < avma.end && avma.start < r.end)
+        {
             continue;
         }
         if let Some(m) =
@@ -273,7 +276,12 @@ pub fn go_binary(data: &[u8]) {
     let Ok(bin) = GoBinary::parse(data) else {
         return;
     };
-    let _ = (bin.version(), bin.notes(), bin.layout_source(), bin.is_pie());
+    let _ = (
+        bin.version(),
+        bin.notes(),
+        bin.layout_source(),
+        bin.is_pie(),
+    );
     for pc in tail_words(data, 4) {
         let _ = bin.symbolize(pc);
         let _ = bin.function_at(pc);
@@ -320,14 +328,20 @@ pub fn python_layout(data: &[u8]) {
         return;
     };
     let minor = 8 + u32::from(v) % 6;
-    let types = (t & 1 != 0).then_some((PY_RUNTIME + 0x100, PY_RUNTIME + 0x200, PY_RUNTIME + 0x300));
+    let types =
+        (t & 1 != 0).then_some((PY_RUNTIME + 0x100, PY_RUNTIME + 0x200, PY_RUNTIME + 0x300));
     let Some(p) = PyProcess::for_fuzzing(minor, PY_RUNTIME, types) else {
         return;
     };
     let mut mem = FakeMemory::new();
     mem.map(PY_RUNTIME, data[2..].to_vec());
     if let Ok(mut s) = p.threads(&mem) {
-        let map = s.threads.iter().filter_map(|t| t.tid).map(|t| (t, t + 1)).collect();
+        let map = s
+            .threads
+            .iter()
+            .filter_map(|t| t.tid)
+            .map(|t| (t, t + 1))
+            .collect();
         s.map_tids(&map);
         let _ = s.why_no_frames(1);
     }
@@ -409,8 +423,7 @@ mod tests {
 
     fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
         // SAFETY: the ABI types are `#[repr(C)]` with integer fields only.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
-            .to_vec()
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
     /// Seed inputs for the record decoders, made from the ABI types the kernel side sends (a
@@ -458,7 +471,11 @@ mod tests {
             _pad: 0,
         };
         let mut slow = bytes_of(&head);
-        slow.extend((0..256u32).flat_map(|i| (0x7f00_0009_0000u64 + u64::from(i) * 0x40).to_le_bytes()).take(256));
+        slow.extend(
+            (0..256u32)
+                .flat_map(|i| (0x7f00_0009_0000u64 + u64::from(i) * 0x40).to_le_bytes())
+                .take(256),
+        );
         let sig = SignalEvent {
             hdr: hdr(event_kind::SIGNAL),
             sig: 15,
@@ -506,7 +523,15 @@ mod tests {
         let mut snap = bytes_of(&rec(4242, 0, 0));
         snap.extend(bytes_of(&rec(4243, STATE_FULL, 3)));
         snap.extend(bytes_of(&state));
-        snap.extend([0xffff_ffff_8100_1000u64, 0xffff_ffff_8100_2000, 0xffff_ffff_8100_3000].iter().flat_map(|a| a.to_ne_bytes()));
+        snap.extend(
+            [
+                0xffff_ffff_8100_1000u64,
+                0xffff_ffff_8100_2000,
+                0xffff_ffff_8100_3000,
+            ]
+            .iter()
+            .flat_map(|a| a.to_ne_bytes()),
+        );
         snap.extend(bytes_of(&rec(4244, STATE_BRIEF, 1)));
         snap.extend(&bytes_of(&state)[..TASK_STATE_BRIEF_LEN]);
         snap.extend(0xffff_ffff_8100_4000u64.to_ne_bytes());

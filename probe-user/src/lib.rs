@@ -18,6 +18,7 @@
 //!   `watch` on one event loop; [`cli`] parses the command line.
 
 pub(crate) mod assemble;
+pub(crate) mod attach_broker;
 pub(crate) mod bpf;
 pub mod cli;
 pub(crate) mod clock;
@@ -31,6 +32,7 @@ pub(crate) mod hist;
 pub(crate) mod locks;
 pub(crate) mod modes;
 pub(crate) mod preflight;
+pub(crate) mod privileges;
 pub(crate) mod procfs;
 pub mod report;
 pub(crate) mod runtime;
@@ -38,6 +40,7 @@ pub(crate) mod session;
 pub(crate) mod signals;
 pub(crate) mod stack;
 pub(crate) mod syscalls;
+pub(crate) mod target_fs;
 pub(crate) mod tracker;
 pub(crate) mod verdict;
 pub mod waits;

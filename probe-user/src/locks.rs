@@ -150,6 +150,7 @@ pub fn complete(wait: Wait, finding: Option<&FutexFinding>) -> Wait {
             },
             Some(f),
         ) => Wait::Futex {
+            runtime_object: None,
             addr,
             op,
             timeout_ms,

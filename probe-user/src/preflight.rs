@@ -8,6 +8,9 @@ use crate::error::StallError;
 /// Linux capability numbers stallprobe cares about.
 pub mod cap {
     pub const DAC_READ_SEARCH: u32 = 2;
+    pub const KILL: u32 = 5;
+    pub const SETGID: u32 = 6;
+    pub const SETUID: u32 = 7;
     pub const SYS_PTRACE: u32 = 19;
     pub const SYS_ADMIN: u32 = 21;
     pub const PERFMON: u32 = 38;
@@ -94,67 +97,6 @@ pub fn check_kernel() -> Result<(), StallError> {
             detail: format!("this is {}", std::env::consts::ARCH),
             hint: "stallprobe currently attaches to x86_64 syscall entry points only.".into(),
         });
-    }
-    Ok(())
-}
-
-/// Capabilities kept once the probes are attached: reading the target is all that is left.
-/// CAP_SYS_PTRACE: process_vm_readv of stacks, /proc/PID/{stack,syscall}; CAP_DAC_READ_SEARCH:
-/// /proc files of other users' processes; CAP_CHECKPOINT_RESTORE: /proc/PID/map_files (binaries
-/// that were deleted or live in another mount namespace). Maps and the task iterator are used
-/// through file descriptors, which need no capability.
-pub const KEPT_AFTER_ATTACH: [u32; 3] = [
-    cap::SYS_PTRACE,
-    cap::DAC_READ_SEARCH,
-    cap::CHECKPOINT_RESTORE,
-];
-
-/// Drop every capability but [`KEPT_AFTER_ATTACH`] (effective, permitted and inheritable sets,
-/// and the bounding set so an exec cannot bring them back). Call after attaching and after
-/// starting any child (`stallprobe run`), which keeps the privileges it was started with.
-pub fn drop_privileges() -> Result<(), String> {
-    let keep: u64 = KEPT_AFTER_ATTACH.iter().fold(0, |m, &c| m | (1u64 << c));
-    // Bounding set first (needs CAP_SETPCAP, which we still have).
-    for c in 0..64u32 {
-        if keep & (1u64 << c) == 0 {
-            // SAFETY: prctl with integer arguments.
-            let _ = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0, 0, 0) };
-        }
-    }
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let mut hdr = Header {
-        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-        pid: 0,
-    };
-    let lo = keep as u32;
-    let hi = (keep >> 32) as u32;
-    let data = [
-        Data {
-            effective: lo,
-            permitted: lo,
-            inheritable: 0,
-        },
-        Data {
-            effective: hi,
-            permitted: hi,
-            inheritable: 0,
-        },
-    ];
-    // SAFETY: capset with a valid header and two data words, as the ABI requires.
-    let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error().to_string());
     }
     Ok(())
 }

@@ -3,9 +3,9 @@
 //! Parsers are pure functions over the file's text (unit- and property-tested without root);
 //! readers return `None` when a file is gone, because a thread or process may exit at any time.
 
-use std::{fs, path::PathBuf};
+use std::{fs, io, os::unix::ffi::OsStrExt, path::PathBuf};
 
-use crate::report::KernelFrame;
+use crate::report::{KernelFrame, clean, target_text};
 
 /// One field of /proc/PID/status (`Name:`, `CapEff:`, `NSpid:` ...), without the key.
 pub fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
@@ -39,7 +39,7 @@ pub fn parse_stat(s: &str) -> Option<Stat> {
     if close < open {
         return None;
     }
-    let comm = s[open + 1..close].to_string();
+    let comm = clean(&s[open + 1..close]);
     let rest: Vec<&str> = s[close + 1..].split_whitespace().collect();
     // rest[0] is field 3 (state).
     let field = |n: usize| rest.get(n - 3).copied();
@@ -194,15 +194,57 @@ pub fn task_path(pid: u32, tid: u32) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/task/{tid}"))
 }
 
-fn read(p: PathBuf) -> Option<String> {
-    fs::read_to_string(p).ok()
+/// A /proc file's text. The target chooses some of it (its name, its paths): invalid UTF-8
+/// is kept as `\xNN` rather than failing the read (a process whose name is not UTF-8 is not
+/// "gone"); the parsers clean the fields they take.
+fn read_checked(p: PathBuf) -> io::Result<String> {
+    let b = fs::read(p)?;
+    Ok(match String::from_utf8(b) {
+        Ok(s) => s,
+        Err(e) => {
+            let b = e.into_bytes();
+            let mut out = String::with_capacity(b.len());
+            for chunk in b.utf8_chunks() {
+                out.push_str(chunk.valid());
+                for x in chunk.invalid() {
+                    out.push_str(&format!("\\x{x:02x}"));
+                }
+            }
+            out
+        }
+    })
 }
 
-/// Whether the process exists and is not a zombie.
-pub fn process_alive(pid: u32) -> bool {
-    match read(proc_path(pid).join("stat")).and_then(|s| parse_stat(&s)) {
-        Some(st) => st.state != 'Z' && st.state != 'X',
-        None => false,
+fn read(p: PathBuf) -> Option<String> {
+    read_checked(p).ok()
+}
+
+/// Only "no such file" (and ESRCH, which /proc gives for a task being reaped) mean that a
+/// process or thread is gone; any other error (EMFILE, EACCES …) says nothing about it.
+pub fn is_gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
+}
+
+/// Whether the process exists and is not a zombie — and, with `start`, is the process that
+/// was started then (a reused pid is another process). When /proc cannot say (an error other
+/// than "gone"), it is taken as alive: watching goes on.
+pub fn process_alive(pid: u32, start: Option<u64>) -> bool {
+    match read_checked(proc_path(pid).join("stat")) {
+        Err(e) => !is_gone(&e),
+        Ok(s) => match parse_stat(&s) {
+            Some(st) => {
+                st.state != 'Z' && st.state != 'X' && start.is_none_or(|t| t == st.starttime)
+            }
+            None => true,
+        },
+    }
+}
+
+/// Whether a thread still exists (false only when /proc says it is gone).
+pub fn thread_exists(pid: u32, tid: u32) -> bool {
+    match fs::symlink_metadata(task_path(pid, tid)) {
+        Ok(_) => true,
+        Err(e) => !is_gone(&e),
     }
 }
 
@@ -229,7 +271,8 @@ pub fn read_kernel_stack(pid: u32, tid: u32) -> Vec<KernelFrame> {
 }
 
 pub fn read_comm(pid: u32, tid: u32) -> Option<String> {
-    read(task_path(pid, tid).join("comm")).map(|s| s.trim_end_matches('\n').to_string())
+    let b = fs::read(task_path(pid, tid).join("comm")).ok()?;
+    Some(target_text(b.strip_suffix(b"\n").unwrap_or(&b)))
 }
 
 pub fn read_maps(pid: u32) -> Option<Vec<Mapping>> {
@@ -244,7 +287,7 @@ pub fn read_status(pid: u32, tid: u32) -> Option<String> {
 pub fn read_exe(pid: u32) -> Option<String> {
     fs::read_link(proc_path(pid).join("exe"))
         .ok()
-        .map(|p| p.to_string_lossy().into_owned())
+        .map(|p| target_text(p.as_os_str().as_bytes()))
 }
 
 pub fn read_cmdline(pid: u32) -> Option<Vec<String>> {
@@ -252,7 +295,7 @@ pub fn read_cmdline(pid: u32) -> Option<Vec<String>> {
     Some(
         raw.split(|&b| b == 0)
             .filter(|s| !s.is_empty())
-            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .map(target_text)
             .collect(),
     )
 }
@@ -272,7 +315,7 @@ pub fn read_schedstat(pid: u32, tid: u32) -> Option<(u64, u64)> {
 pub fn read_fd_target(pid: u32, fd: u64) -> Option<String> {
     fs::read_link(proc_path(pid).join("fd").join(fd.to_string()))
         .ok()
-        .map(|p| p.to_string_lossy().into_owned())
+        .map(|p| target_text(p.as_os_str().as_bytes()))
 }
 
 /// Clock ticks per second (for utime/stime).

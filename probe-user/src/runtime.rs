@@ -70,12 +70,6 @@ pub fn detect_from_exe(pid: u32) -> Runtime {
     Runtime::Native
 }
 
-/// The perf map a JIT runtime writes for profilers (`/tmp/perf-<pid in its namespace>.map`,
-/// seen through the target's root).
-pub fn perf_map_path(pid: u32, ns_pid: Option<u32>) -> std::path::PathBuf {
-    format!("/proc/{pid}/root/tmp/perf-{}.map", ns_pid.unwrap_or(pid)).into()
-}
-
 /// What to tell the user about frames stallprobe cannot name for this runtime, if anything.
 pub fn symbolization_hint(
     rt: Runtime,

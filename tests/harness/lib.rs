@@ -273,6 +273,7 @@ pub struct Workload {
 impl Workload {
     /// Start `cmd` and wait until it prints `ready` (at most `timeout`).
     pub fn start(cmd: &mut Command, timeout: Duration) -> Workload {
+        let timeout = scaled(timeout);
         cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
         // A binary written a moment ago can be "busy" while another test thread's fork still
         // holds its write fd (until that child execs): retry briefly.
@@ -341,27 +342,107 @@ pub struct Run {
     pub stdout: String,
     pub stderr: String,
     pub elapsed: Duration,
+    /// The hook the harness added to the command line (`STALLPROBE_TEST_HOOK`): its report
+    /// must say that this hook ran.
+    pub hook: Option<String>,
 }
 
 impl Run {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+        let report = serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
             panic!(
                 "stallprobe did not print a JSON report ({e}); exit {}\nstdout:\n{}\nstderr:\n{}",
                 self.code, self.stdout, self.stderr
             )
-        })
+        });
+        assert_hook(&report, self);
+        report
     }
 }
 
-/// Run stallprobe with `args`, with a hard timeout.
-pub fn stallprobe(args: &[&str], timeout: Duration) -> Run {
-    let mut cmd = Command::new(stallprobe_bin());
-    cmd.args(args);
-    run_with_timeout(&mut cmd, timeout)
+// ---- Other kernels (`cargo xtask test --kernel`, see xtask/src/kernel.rs) ----
+//
+// The kernel matrix runs these same test binaries in emulated guests, where the CPU is ~14x
+// slower and fentry loads. Two environment variables adapt the harness; on the host neither is
+// set and nothing changes.
+
+/// `STALLPROBE_TEST_SLOWDOWN` (default 1): every timeout the harness applies (stallprobe runs,
+/// workloads getting ready, attaching) is multiplied by it.
+pub fn slowdown() -> f64 {
+    static S: OnceLock<f64> = OnceLock::new();
+    *S.get_or_init(|| {
+        std::env::var("STALLPROBE_TEST_SLOWDOWN")
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|f| f.is_finite() && *f >= 1.0)
+            .unwrap_or(1.0)
+    })
 }
 
+/// A timeout, scaled by [`slowdown`].
+pub fn scaled(d: Duration) -> Duration {
+    d.mul_f64(slowdown())
+}
+
+/// `STALLPROBE_TEST_HOOK`: the `--hook` every stallprobe the harness starts gets (unless its
+/// arguments name one already), and that every report read back must name in `session.hook`.
+pub fn test_hook() -> Option<String> {
+    std::env::var("STALLPROBE_TEST_HOOK")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+}
+
+/// `args` with `--hook $STALLPROBE_TEST_HOOK` added where stallprobe takes it (after `run` or
+/// `watch`, else in front of `--pid`), and the hook added. Unchanged when the variable is unset,
+/// when the arguments name a hook already, or when they are not a watch (bad usage, `--help`).
+pub fn with_test_hook(args: &[&str]) -> (Vec<String>, Option<String>) {
+    let mut out: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let Some(hook) = test_hook() else {
+        return (out, None);
+    };
+    let opts = args.split(|a| *a == "--").next().unwrap_or(&[]);
+    if opts
+        .iter()
+        .any(|a| *a == "--hook" || a.starts_with("--hook="))
+    {
+        return (out, None);
+    }
+    let at = match opts.first() {
+        Some(&"run") | Some(&"watch") => 1,
+        _ if opts.iter().any(|a| *a == "--pid" || *a == "-p") => 0,
+        _ => return (out, None),
+    };
+    out.splice(at..at, ["--hook".to_string(), hook.clone()]);
+    (out, Some(hook))
+}
+
+/// The report says that `run.hook` (when the harness chose one) is the hook that ran.
+#[track_caller]
+fn assert_hook(report: &Value, run: &Run) {
+    if let Some(want) = &run.hook {
+        assert_eq!(
+            report["session"]["hook"].as_str(),
+            Some(want.as_str()),
+            "the report's session.hook is not the hook asked for (--hook {want}); session: {}",
+            report["session"]
+        );
+    }
+}
+
+/// Run stallprobe with `args` (plus the test hook, see [`with_test_hook`]), with a hard
+/// timeout (scaled by [`slowdown`]).
+pub fn stallprobe(args: &[&str], timeout: Duration) -> Run {
+    let (args, hook) = with_test_hook(args);
+    let mut cmd = Command::new(stallprobe_bin());
+    cmd.args(&args);
+    let mut run = run_with_timeout(&mut cmd, timeout);
+    run.hook = hook;
+    run
+}
+
+/// Run a command with a hard timeout (scaled by [`slowdown`]).
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Run {
+    let timeout = scaled(timeout);
     let start = Instant::now();
     let child = cmd
         .stdout(Stdio::piped())
@@ -393,6 +474,7 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         elapsed: start.elapsed(),
+        hook: None,
     }
 }
 
@@ -490,14 +572,16 @@ fn read_report(path: &Path, run: &Run) -> Value {
             run.stderr
         )
     });
-    serde_json::from_str(&text).unwrap_or_else(|e| {
+    let report = serde_json::from_str(&text).unwrap_or_else(|e| {
         panic!(
             "the report {} is not JSON ({e}); exit {}\nstderr:\n{}",
             path.display(),
             run.code,
             run.stderr
         )
-    })
+    });
+    assert_hook(&report, run);
+    report
 }
 
 /// `stallprobe run --stop-after <stop_after> --grace <grace> --format json -o FILE -- cmd...`:
@@ -542,10 +626,22 @@ pub fn attach_and_stop(
 ) -> (Run, Value) {
     let out = report_path(tag);
     let pid = w.pid().to_string();
+    let timeout = scaled(timeout);
     let start = Instant::now();
+    let (args, hook) = with_test_hook(&[
+        "--pid",
+        &pid,
+        "--grace",
+        grace,
+        "--duration",
+        "45s",
+        "--format",
+        "json",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     let mut child = Command::new(stallprobe_bin())
-        .args(["--pid", &pid, "--grace", grace, "--duration", "45s"])
-        .args(["--format", "json", "-o", out.to_str().unwrap()])
+        .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -571,7 +667,7 @@ pub fn attach_and_stop(
         all
     });
     // Attached (or stallprobe gave up: the channel closes); then the stop signal.
-    let _ = watching_rx.recv_timeout(Duration::from_secs(30));
+    let _ = watching_rx.recv_timeout(scaled(Duration::from_secs(30)));
     std::thread::sleep(delay);
     w.signal(nix::sys::signal::Signal::SIGTERM);
     let status = loop {
@@ -593,6 +689,7 @@ pub fn attach_and_stop(
         stdout: out_reader.join().unwrap_or_default(),
         stderr: err_reader.join().unwrap_or_default(),
         elapsed: start.elapsed(),
+        hook,
     };
     let report = read_report(&out, &run);
     (run, report)
@@ -770,8 +867,9 @@ pub struct Attached {
 impl Attached {
     /// Start `stallprobe ARGS` and wait until it has attached.
     pub fn start(args: &[&str]) -> Attached {
+        let (args, _hook) = with_test_hook(args);
         let mut child = Command::new(stallprobe_bin())
-            .args(args)
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -15,12 +15,14 @@
 //! run. Missed targets do not fail the command.
 
 mod extras;
+mod goroutines;
 mod proc;
 mod report;
 mod tools;
 mod workloads;
 
 use std::{
+    path::{Path, PathBuf},
     process::Command,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -39,6 +41,9 @@ const MEMORY_THREADS: u32 = 1000;
 const MEMORY_WATCH: Duration = Duration::from_secs(3);
 const GRACE_THREADS: u32 = 200;
 const GRACE_RUNS: usize = 3;
+/// Parked goroutines of the Go target, and stallprobe runs against it.
+const GOROUTINES: u64 = 100_000;
+const GOROUTINE_RUNS: usize = 3;
 const ATTACH_RUNS: usize = 5;
 /// Before each run, wait up to this long for other processes to use less than
 /// `report::NOISY_OTHERS_CPU_PCT` of a CPU; at most `QUIET_BUDGET` in all.
@@ -60,21 +65,140 @@ fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-pub fn run(runs: usize, secs: f64, only: Option<&str>) -> Result<()> {
-    if runs == 0 {
+/// `cargo xtask bench`'s options.
+pub struct Options {
+    pub runs: usize,
+    pub secs: f64,
+    pub only: Option<String>,
+    /// Only the hook comparison: no probes, and stallprobe with each hook (no other tools, no
+    /// attach/memory/grace measurements).
+    pub hooks: bool,
+    /// Run the hook comparison in the kernel matrix's guests instead (see kernel.rs).
+    pub kernel: Option<String>,
+}
+
+pub fn run(o: &Options) -> Result<()> {
+    if o.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    if !(secs > 0.0 && secs <= 600.0) {
+    if !(o.secs > 0.0 && o.secs <= 600.0) {
         bail!("--secs must be between 0 and 600");
     }
-    let workloads = Workload::select(only)?;
+    let workloads = Workload::select(o.only.as_deref())?;
     util::require_root("the bench loads BPF programs")?;
-    let started = Instant::now();
     let stallprobe = crate::build()?;
     step("building the bench workloads (tests/workloads/bench/*.c, gcc -O2 -g -pthread)");
     let bins = workloads::build()?;
+    if let Some(k) = &o.kernel {
+        return in_guests(o, k, &stallprobe, &bins);
+    }
+    let configs: &[Config] = if o.hooks {
+        &Config::HOOKS
+    } else {
+        &Config::ALL
+    };
+    let path = util::root().join("target/bench/latest.json");
+    measure(o, &workloads, stallprobe, &bins, configs, !o.hooks, &path)
+}
+
+/// `cargo xtask bench --kernel K`: the hook comparison in a guest per kernel (emulated: only
+/// the ratios to the baseline mean something). Results: target/kernel-matrix/K/bench/bench.json.
+fn in_guests(o: &Options, which: &str, stallprobe: &Path, bins: &Path) -> Result<()> {
+    let kernels = crate::kernel::select(which)?;
+    crate::kernel::ensure()?;
+    let xtask = std::env::current_exe()?;
+    let mut failed = Vec::new();
+    for k in kernels {
+        step(&format!(
+            "bench: hook comparison on kernel {} (emulated guest)",
+            k.name
+        ));
+        let out = crate::kernel::out_dir(k, "bench")?;
+        let q = |p: &Path| crate::kernel::sh_quote(&p.to_string_lossy());
+        let mut cmd = format!(
+            "{} bench-guest --runs {} --secs {} --stallprobe {} --bins {} --out {}",
+            q(&xtask),
+            o.runs,
+            o.secs,
+            q(stallprobe),
+            q(bins),
+            q(&out)
+        );
+        if let Some(only) = &o.only {
+            cmd.push_str(&format!(" --only {}", crate::kernel::sh_quote(only)));
+        }
+        let overlay = util::root().join("target/bench");
+        std::fs::create_dir_all(&overlay)?;
+        let g = crate::kernel::boot(k, &out, &cmd, &[overlay], Duration::from_secs(30 * 60))?;
+        let doc: Option<serde_json::Value> = std::fs::read_to_string(out.join("bench.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        println!(
+            "\n  kernel {}: boot {}, guest {:.0} s, results {}",
+            k.name,
+            g.boot_secs.map_or("?".into(), |b| format!("{b:.0} s")),
+            g.total_secs,
+            out.join("bench.json").display()
+        );
+        match &doc {
+            Some(d) => {
+                for c in d["summary"].as_array().into_iter().flatten() {
+                    println!(
+                        "    {:<9} {:<18} ratio {}  (paired {})",
+                        c["workload"].as_str().unwrap_or("?"),
+                        c["config"].as_str().unwrap_or("?"),
+                        c["ratio"]
+                            .as_f64()
+                            .map_or("-".into(), |r| format!("{r:.3}")),
+                        c["paired_ratio"]
+                            .as_f64()
+                            .map_or("-".into(), |r| format!("{r:.3}")),
+                    );
+                }
+            }
+            None => println!("    no results"),
+        }
+        if g.exit != Some(0) || doc.is_none() {
+            failed.push(k.name);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("the bench failed in the guest of {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// `xtask bench-guest`, inside a guest: the hook comparison with host-built binaries, results
+/// to `out/bench.json`.
+pub fn guest(o: &Options, stallprobe: PathBuf, bins: &Path, out: &Path) -> Result<()> {
+    println!("{}: bench", crate::kernel::GUEST_HELLO);
+    let workloads = Workload::select(o.only.as_deref())?;
+    measure(
+        o,
+        &workloads,
+        stallprobe,
+        bins,
+        &Config::HOOKS,
+        false,
+        &out.join("bench.json"),
+    )
+}
+
+/// Run every configuration (and with `extras` the attach/memory/grace measurements), print
+/// the table, write `path`.
+fn measure(
+    o: &Options,
+    workloads: &[Workload],
+    stallprobe: PathBuf,
+    bins: &Path,
+    configs: &[Config],
+    extras: bool,
+    path: &Path,
+) -> Result<()> {
+    let (runs, secs) = (o.runs, o.secs);
+    let started = Instant::now();
     let tools = Tools::find(stallprobe)?;
-    let configs: Vec<Config> = Config::ALL.to_vec();
+    let configs: Vec<Config> = configs.to_vec();
     for c in &configs {
         if let Some(why) = tools.missing(*c) {
             println!("  {}: skipped, {why}", c.name());
@@ -94,40 +218,51 @@ pub fn run(runs: usize, secs: f64, only: Option<&str>) -> Result<()> {
         workloads.len(),
         configs.len()
     ));
-    for w in &workloads {
+    for w in workloads {
         println!("  {:<9} {}", w.name(), w.describe());
     }
-    let (records, waited) = run_matrix(runs, secs, &workloads, &configs, &tools, &bins);
+    let (records, waited) = run_matrix(runs, secs, workloads, &configs, &tools, bins);
 
     let (mut attach, mut memory, mut grace) = (None, None, None);
-    if !interrupted() {
+    if extras && !interrupted() {
         step("attach time, memory and time to report");
         attach = report_err("attach time", extras::attach_time(&tools, ATTACH_RUNS));
     }
-    if !interrupted() {
+    if extras && !interrupted() {
         memory = report_err(
             "memory",
-            extras::memory(&tools, &bins, MEMORY_THREADS, MEMORY_WATCH),
+            extras::memory(&tools, bins, MEMORY_THREADS, MEMORY_WATCH),
         );
     }
-    if !interrupted() {
+    if extras && !interrupted() {
         grace = report_err(
             "grace",
-            extras::grace(&tools, &bins, GRACE_THREADS, GRACE_RUNS),
+            extras::grace(&tools, bins, GRACE_THREADS, GRACE_RUNS),
+        );
+    }
+    let mut gor = None;
+    if extras && !interrupted() {
+        step(&format!(
+            "goroutines: {GOROUTINES} parked, read by stallprobe ({GOROUTINE_RUNS} runs)"
+        ));
+        gor = report_err(
+            "goroutines",
+            goroutines::measure(&tools, GOROUTINES, GOROUTINE_RUNS),
         );
     }
     if interrupted() {
         println!("\ninterrupted: reporting what was measured so far");
     }
 
-    let cells = report::cells(&records, &workloads, &configs);
+    let cells = report::cells(&records, workloads, &configs);
     let targets = report::targets(
         &cells,
         &records,
-        &workloads,
+        workloads,
         attach.as_ref(),
         memory.as_ref(),
         grace.as_ref(),
+        gor.as_ref(),
     );
     step("results");
     println!(
@@ -141,7 +276,6 @@ pub fn run(runs: usize, secs: f64, only: Option<&str>) -> Result<()> {
     report::print_targets(&targets);
     print_noise_warning(&records);
 
-    let path = util::root().join("target/bench/latest.json");
     std::fs::create_dir_all(path.parent().unwrap())?;
     let doc = json!({
         "schema": "stallprobe-bench/1",
@@ -161,12 +295,13 @@ pub fn run(runs: usize, secs: f64, only: Option<&str>) -> Result<()> {
         "attach_time": attach,
         "memory": memory,
         "grace": grace,
+        "goroutines": gor,
         "interrupted": interrupted(),
         "waited_for_quiet_host_secs": waited.as_secs_f64(),
         "total_secs": started.elapsed().as_secs_f64(),
         "runs": records,
     });
-    std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")?;
+    std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")?;
     println!(
         "\nall runs, medians, ratios and machine info: {} ({:.0} s in total)",
         path.display(),

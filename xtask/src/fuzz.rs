@@ -163,7 +163,9 @@ pub fn run(only: &[String], secs: u64, minimize: bool) -> Result<()> {
         }
         only.to_vec()
     };
-    step("building the fuzz targets (nightly, libFuzzer, AddressSanitizer; fuzz/Cargo.toml: overflow checks in stallprobe's crates)");
+    step(
+        "building the fuzz targets (nightly, libFuzzer, AddressSanitizer; fuzz/Cargo.toml: overflow checks in stallprobe's crates)",
+    );
     util::run(&mut cargo_fuzz(&["build", "-O"]))?;
     let mut failed = Vec::new();
     let mut report = Vec::new();

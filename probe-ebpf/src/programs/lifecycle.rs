@@ -13,8 +13,8 @@ use probe_ebpf::{
 };
 
 use crate::maps::{
-    add_target, follow_children, is_target, read_kernel, reserve, task_pid_off, task_state,
-    task_tgid_off,
+    add_target, follow_children, is_target, read_kernel, remove_target, reserve, task_pid_off,
+    task_state, task_tgid_off,
 };
 
 #[inline(always)]
@@ -35,12 +35,12 @@ fn thread_exit(_ctx: BtfTracePointContext) -> i32 {
     if !is_target((pid_tgid >> 32) as u32) {
         return 0;
     }
+    let task = unsafe { bpf_get_current_task_btf() };
     let now = unsafe { bpf_ktime_get_ns() };
     let Some(mut entry) = reserve::<ThreadExitEvent>(counter::DROP_THREAD_EXIT) else {
         return 0;
     };
     let e = entry.as_mut_ptr();
-    let task = unsafe { bpf_get_current_task_btf() };
     unsafe {
         (*e).hdr = header(event_kind::THREAD_EXIT, pid_tgid, now);
         (*e).comm = bpf_get_current_comm().unwrap_or([0; 16]);
@@ -69,6 +69,26 @@ fn thread_exit(_ctx: BtfTracePointContext) -> i32 {
         }
     }
     entry.submit(0);
+    0
+}
+
+/// `sched_process_free(struct task_struct *p)`: a reaped task's last reference is gone. When it
+/// is a target's thread-group leader, the process is gone for good and its pid may be reused by
+/// any process from now on: it leaves the target set here, not when user space notices. (Not at
+/// the last thread's `sched_process_exit`: threads exiting together all see the group dead, and
+/// the first would untarget the process before the others' exits are recorded.)
+#[btf_tracepoint(function = "sched_process_free")]
+fn process_free(ctx: BtfTracePointContext) -> i32 {
+    let task: *const u8 = ctx.arg(0);
+    let (Some(pid), Some(tgid)) = (
+        read_kernel::<u32>(task, task_pid_off()),
+        read_kernel::<u32>(task, task_tgid_off()),
+    ) else {
+        return 0;
+    };
+    if pid == tgid && is_target(tgid) {
+        remove_target(tgid);
+    }
     0
 }
 

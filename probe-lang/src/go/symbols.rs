@@ -125,8 +125,10 @@ fn read_table(elf: &Elf, addr: u64, max: usize) -> Vec<String> {
         let Some(at) = addr.checked_add(16 * i as u64) else {
             break;
         };
-        let (Some(ptr), Some(len)) = (elf.u64_at(at), at.checked_add(8).and_then(|a| elf.u64_at(a)))
-        else {
+        let (Some(ptr), Some(len)) = (
+            elf.u64_at(at),
+            at.checked_add(8).and_then(|a| elf.u64_at(a)),
+        ) else {
             break;
         };
         match static_string(elf, ptr, len) {

@@ -87,7 +87,9 @@ impl<'a, 'e> TypeReader<'a, 'e> {
         if len > 4096 {
             return None;
         }
-        let b = self.elf.bytes_at(a.checked_add(1 + n as u64)?, len as usize)?;
+        let b = self
+            .elf
+            .bytes_at(a.checked_add(1 + n as u64)?, len as usize)?;
         String::from_utf8(b.to_vec()).ok()
     }
 

@@ -69,6 +69,9 @@ pub struct PySnapshot {
     pub gil: Gil,
     /// The tid holding the GIL (same as `gil`, for convenience).
     pub gil_holder: Option<u32>,
+    /// Where the GIL's state is in the target, `[start, end)`: a thread asleep on a futex in
+    /// this range waits for the GIL (it works on stripped builds, where `take_gil` has no name).
+    pub gil_range: Option<(u64, u64)>,
     /// Which module, version and layout were used; what was cut or skipped.
     pub notes: Vec<String>,
 }
@@ -319,7 +322,11 @@ impl PyProcess {
     /// objects when given. For fuzzing the reader over made-up memory (stallprobe's
     /// `fuzzing` module); not for locating a real interpreter.
     #[doc(hidden)]
-    pub fn for_fuzzing(minor: u32, runtime: u64, types: Option<(u64, u64, u64)>) -> Option<PyProcess> {
+    pub fn for_fuzzing(
+        minor: u32,
+        runtime: u64,
+        types: Option<(u64, u64, u64)>,
+    ) -> Option<PyProcess> {
         Some(PyProcess {
             module: PathBuf::from("/fuzz/libpython3.so"),
             version: format!("3.{minor}"),

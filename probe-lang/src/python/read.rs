@@ -119,6 +119,7 @@ pub(super) fn snapshot(p: &PyProcess, mem: &dyn Memory) -> Result<PySnapshot, Py
     let mut threads = Vec::new();
     let mut tstates: Vec<(u64, Option<u32>)> = Vec::new();
     let mut gils: Vec<Gil> = Vec::new();
+    let mut gil_ranges: Vec<Option<(u64, u64)>> = Vec::new();
     let mut seen_interps = HashSet::new();
     let mut first_checked = false;
     while interp != 0 {
@@ -172,6 +173,7 @@ pub(super) fn snapshot(p: &PyProcess, mem: &dyn Memory) -> Result<PySnapshot, Py
             };
         }
         gils.push(w.gil(interp));
+        gil_ranges.push(w.gil_range(interp));
         interp = match read_ptr(mem, interp.wrapping_add(l.interp_next)) {
             Ok(n) => n,
             Err(e) => {
@@ -218,11 +220,36 @@ pub(super) fn snapshot(p: &PyProcess, mem: &dyn Memory) -> Result<PySnapshot, Py
         threads,
         gil,
         gil_holder,
+        gil_range: gil_ranges.pop().flatten(),
         notes,
     })
 }
 
+/// `struct _gil_runtime_state` (3.8–3.13, with FORCE_SWITCHING): interval, last_holder,
+/// locked, switch_number, cond, mutex, switch_cond, switch_mutex.
+const GIL_STATE_SIZE: u64 = 208;
+/// Offset of `last_holder` in it.
+const GIL_LAST_HOLDER: u64 = 8;
+
 impl Walker<'_> {
+    /// Where the GIL's state (its condition variables and mutexes: the futex words a thread
+    /// waiting for the GIL sleeps on) is in the target.
+    fn gil_range(&self, interp: u64) -> Option<(u64, u64)> {
+        let start = match self.l.gil {
+            GilLink::Runtime { last_holder, .. } => self.p.runtime.checked_add(last_holder)?,
+            GilLink::Interp {
+                gil_ptr,
+                last_holder,
+                ..
+            } => read_ptr(self.mem, interp.wrapping_add(gil_ptr))
+                .ok()
+                .filter(|&g| g != 0)?
+                .checked_add(last_holder)?,
+        }
+        .checked_sub(GIL_LAST_HOLDER)?;
+        Some((start, start.checked_add(GIL_STATE_SIZE)?))
+    }
+
     fn gil(&self, interp: u64) -> Gil {
         let (base, last_holder, locked) = match self.l.gil {
             GilLink::Runtime {

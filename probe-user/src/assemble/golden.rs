@@ -444,6 +444,33 @@ fn fixed_report() -> Report {
         futex,
         fd_objects: BTreeMap::from([((PID, 5), unix_peer_socket()), ((PID, 7), epoll_set())]),
         perf_maps: BTreeSet::new(),
+        skipped_perf_maps: BTreeMap::from([(300, "/tmp/perf-300.map: a symlink".to_string())]),
+        // The target embeds Python: the running thread runs (and holds the GIL for) a function.
+        runtimes: BTreeMap::from([(
+            PID,
+            assemble::RuntimeView::Python(probe_lang::python::PySnapshot {
+                threads: vec![probe_lang::python::PyThread {
+                    tid: Some(105),
+                    tstate: 0x9000,
+                    frames: vec![probe_lang::python::PyFrame {
+                        function: "Spinner.run".into(),
+                        file: "/srv/app/spin.py".into(),
+                        line: Some(12),
+                        entry: true,
+                    }],
+                    why_empty: None,
+                    incomplete: None,
+                }],
+                gil: probe_lang::python::Gil::Held {
+                    tstate: 0x9000,
+                    tid: Some(105),
+                },
+                gil_holder: Some(105),
+                gil_range: None,
+                notes: vec!["CPython 3.11.9 in /usr/lib/libpython3.11.so.1.0".into()],
+            }),
+        )]),
+        runtime_notes: vec!["pid 300: no runtime attach (--no-runtime-attach)".into()],
     };
     let (target, children) = t.targets(&host);
     assemble::report(assemble::Inputs {

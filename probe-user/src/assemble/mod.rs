@@ -5,6 +5,9 @@
 
 #[cfg(test)]
 mod golden;
+mod lang;
+
+pub use lang::RuntimeView;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,8 +34,15 @@ pub struct Findings {
     pub futex: Vec<Option<FutexFinding>>,
     /// The objects behind the fds threads wait on, by (pid, fd).
     pub fd_objects: BTreeMap<(u32, u64), FdObject>,
-    /// Processes that have a perf map (JIT symbols) where profilers look for one.
+    /// Processes whose perf map (JIT symbols) was read.
     pub perf_maps: BTreeSet<u32>,
+    /// Processes whose perf map was there but not read, and why (a FIFO, too big, a symlink,
+    /// not the process's own).
+    pub skipped_perf_maps: BTreeMap<u32, String>,
+    /// What language runtimes said (Python frames, a JVM's thread dump), by process.
+    pub runtimes: BTreeMap<u32, RuntimeView>,
+    /// How reading the runtimes went (which were read, attached to, or could not be, and why).
+    pub runtime_notes: Vec<String>,
 }
 
 /// Everything the report is built from.
@@ -86,6 +96,9 @@ pub fn report(inp: Inputs<'_>) -> Report {
         });
     }
 
+    // Language-level frames and locks (the GIL, Java monitors) before the wait-for graph.
+    notes.extend(findings.runtime_notes.iter().cloned());
+    notes.extend(lang::apply(&mut facts, &findings.runtimes));
     let deadlocks = locks::find_cycles(&facts);
     let shutdown = tracker.shutdown_signal();
     let grace_ms = tracker.config().grace_ns / 1_000_000;
@@ -109,7 +122,10 @@ pub fn report(inp: Inputs<'_>) -> Report {
         &deadlocks,
     );
 
-    notes.extend(symbolization_notes(tracker, &facts, &findings.perf_maps));
+    notes.extend(symbolization_notes(tracker, &facts, &findings));
+    notes.extend(findings.skipped_perf_maps.iter().map(|(pid, why)| {
+        format!("pid {pid}: its perf map was not read (JIT frames stay unnamed): {why}")
+    }));
     notes.extend(tracker.go_notes());
     let goroutines_total = (!gfacts.is_empty()).then_some(gfacts.len() as u64);
     let (goroutines, goroutine_groups) = goroutine_reports(gfacts, &judged.go);
@@ -275,6 +291,8 @@ fn thread_report(f: ThreadFacts, j: ThreadJudgement) -> ThreadReport {
         ns_tid: f.ns_tid,
         cpu_ms: f.cpu_ms,
         spin_samples: f.spin_samples,
+        lang_note: f.lang_note,
+        holds: f.holds,
     }
 }
 
@@ -283,7 +301,7 @@ fn thread_report(f: ThreadFacts, j: ThreadJudgement) -> ThreadReport {
 fn symbolization_notes(
     tracker: &Tracker,
     facts: &[ThreadFacts],
-    perf_maps: &BTreeSet<u32>,
+    findings: &Findings,
 ) -> Vec<String> {
     let runtimes = tracker.runtimes();
     runtimes
@@ -296,7 +314,9 @@ fn symbolization_notes(
                         || f.function.as_deref() == Some("Builtins_InterpreterEntryTrampoline")
                 })
             });
-            runtime::symbolization_hint(rt, pid, perf_maps.contains(&pid), unknown)
+            // Frames named another way: a perf map, or the runtime's own view of its frames.
+            let named = findings.perf_maps.contains(&pid) || findings.runtimes.contains_key(&pid);
+            runtime::symbolization_hint(rt, pid, named, unknown)
         })
         .collect()
 }

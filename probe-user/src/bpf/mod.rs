@@ -6,7 +6,7 @@
 
 pub mod btf;
 
-use std::{collections::BTreeMap, io::Read};
+use std::io::Read;
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -60,8 +60,6 @@ pub struct Probes {
     shutdown: Array<MapData, u64>,
     control: Array<MapData, u32>,
     events: Option<RingBuf<MapData>>,
-    /// Our copy of the target bitmap's non-zero words.
-    words: BTreeMap<u32, u64>,
     /// Calls that could not be probed on this kernel.
     pub skipped_calls: Vec<Call>,
     /// The hook in use.
@@ -225,6 +223,12 @@ impl Probes {
         attach_tp_btf(
             &mut ebpf,
             &kbtf,
+            programs::PROCESS_FREE,
+            "sched_process_free",
+        )?;
+        attach_tp_btf(
+            &mut ebpf,
+            &kbtf,
             programs::PROCESS_EXEC,
             "sched_process_exec",
         )?;
@@ -252,7 +256,6 @@ impl Probes {
             shutdown,
             control,
             events: Some(events),
-            words: BTreeMap::new(),
             skipped_calls,
             hook,
             fallback_reason,
@@ -260,34 +263,32 @@ impl Probes {
         })
     }
 
+    /// Set or clear one process's bit, reading the word back from the map first: the kernel side
+    /// sets bits (followed children) and clears them (a process's last thread exiting), so a
+    /// copy kept here could bring back the bit of a dead process whose pid was reused.
+    fn update_target(&mut self, tgid: u32, on: bool) -> Result<(), StallError> {
+        let idx = tgid / 64;
+        let bit = 1u64 << (tgid % 64);
+        let w = self.targets.get(&idx, 0).unwrap_or(0);
+        let w = if on { w | bit } else { w & !bit };
+        self.targets.set(idx, w, 0).map_err(|e| {
+            let what = if on {
+                format!("add pid {tgid} to")
+            } else {
+                format!("remove pid {tgid} from")
+            };
+            load_err(format!("{what} the target set"), e)
+        })
+    }
+
     /// Add a process to the target set: from now on its threads' calls are recorded.
     pub fn add_target(&mut self, tgid: u32) -> Result<(), StallError> {
-        let idx = tgid / 64;
-        let w = self.words.entry(idx).or_insert(0);
-        *w |= 1u64 << (tgid % 64);
-        let w = *w;
-        self.targets
-            .set(idx, w, 0)
-            .map_err(|e| load_err(format!("add pid {tgid} to the target set"), e))
+        self.update_target(tgid, true)
     }
 
     /// Remove a process from the target set.
     pub fn remove_target(&mut self, tgid: u32) -> Result<(), StallError> {
-        let idx = tgid / 64;
-        let Some(w) = self.words.get_mut(&idx) else {
-            return Ok(());
-        };
-        *w &= !(1u64 << (tgid % 64));
-        let w = *w;
-        self.targets
-            .set(idx, w, 0)
-            .map_err(|e| load_err(format!("remove pid {tgid} from the target set"), e))
-    }
-
-    /// Note a target the kernel side added by itself (a followed child), so that later updates of
-    /// the same bitmap word keep its bit.
-    pub fn note_kernel_added_target(&mut self, tgid: u32) {
-        *self.words.entry(tgid / 64).or_insert(0) |= 1u64 << (tgid % 64);
+        self.update_target(tgid, false)
     }
 
     /// The event ring buffer, for the caller's event loop (taken once).
@@ -524,6 +525,7 @@ mod tests {
             programs::SIGNAL_GENERATE,
             programs::THREAD_EXIT,
             programs::PROCESS_FORK,
+            programs::PROCESS_FREE,
             programs::PROCESS_EXEC,
             programs::SNAPSHOT_TASKS,
             maps::TARGETS,

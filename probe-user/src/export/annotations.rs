@@ -11,8 +11,9 @@
 //! whose file is inside the workspace (`GITHUB_WORKSPACE`, else the current directory): GitHub
 //! can only annotate files of the repository. A thread with no such frame (a stripped binary, a
 //! stack entirely in dependencies or in the runtime) gets no annotation; the JUnit report, the
-//! summary and the exit code still carry it. Only absolute file paths (what gcc, clang, rustc
-//! and go record for the files they compile, unless told to trim them) can be placed.
+//! summary and the exit code still carry it. Absolute file paths (what gcc, clang, rustc, go
+//! and CPython record) are placed directly; a Java frame names only its source file
+//! (`Deadlock.java`), which is looked up in the workspace by its package's path.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -82,9 +83,69 @@ fn stack_site<'a>(stack: &'a [Frame], roots: &[PathBuf]) -> Option<(&'a Frame, S
         .filter(|f| f.function.is_some() && !crate::stack::is_system_frame(f))
         .find_map(|f| {
             let line = f.line.filter(|&l| l > 0)?;
-            let rel = workspace_relative(f.file.as_deref()?, roots)?;
+            let file = f.file.as_deref()?;
+            let rel = workspace_relative(file, roots).or_else(|| java_source(f, roots))?;
             Some((f, rel, line))
         })
+}
+
+/// Files looked at when searching the workspace for a Java source file.
+const MAX_WORKSPACE_ENTRIES: usize = 50_000;
+
+/// Where in the workspace a Java frame's source file is: `pkg.Class.method` in `Class.java`
+/// is `…/pkg/Class.java` (relative path with `/`); the first match in a bounded walk.
+fn java_source(f: &Frame, roots: &[PathBuf]) -> Option<String> {
+    if f.lang != Some(crate::report::Lang::Java) {
+        return None;
+    }
+    let file = f
+        .file
+        .as_deref()
+        .filter(|n| n.ends_with(".java") && !n.contains('/'))?;
+    // `a.b.C.m` or `a.b.C$Inner.m`: the package is everything before the class.
+    let function = f.function.as_deref()?;
+    let parts: Vec<&str> = function.split('.').collect();
+    let package = parts
+        .get(..parts.len().saturating_sub(2))
+        .unwrap_or(&[])
+        .join("/");
+    let want = if package.is_empty() {
+        file.to_string()
+    } else {
+        format!("{package}/{file}")
+    };
+    for root in roots {
+        let mut seen = 0;
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                seen += 1;
+                if seen > MAX_WORKSPACE_ENTRIES {
+                    break;
+                }
+                let path = e.path();
+                let name = e.file_name();
+                let Ok(kind) = e.file_type() else { continue };
+                if kind.is_dir() {
+                    if !matches!(
+                        name.to_str(),
+                        Some("target" | ".git" | "node_modules" | "build")
+                    ) {
+                        dirs.push(path);
+                    }
+                } else if name.to_str() == Some(file) {
+                    let rel = workspace_relative(path.to_str()?, roots)?;
+                    if rel == want || rel.ends_with(&format!("/{want}")) {
+                        return Some(rel);
+                    }
+                }
+            }
+        }
+    }
+    None
 }
 
 /// The `::error` lines for a report (without trailing newlines). `roots` are the workspace

@@ -37,6 +37,7 @@
 //! frame `goroutines`.
 
 pub mod annotations;
+pub mod files;
 pub mod flamegraph;
 pub mod folded;
 pub mod junit;
@@ -159,6 +160,7 @@ pub(crate) mod testutil {
             module: Some(module.into()),
             inlined: false,
             offset: None,
+            lang: None,
         }
     }
 

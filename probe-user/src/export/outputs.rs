@@ -8,7 +8,7 @@ use std::{
 
 use clap::Args;
 
-use super::{annotations, flamegraph, folded, junit, markdown, pprof, style::Style, text};
+use super::{annotations, files, flamegraph, folded, junit, markdown, pprof, style::Style, text};
 use crate::{error::StallError, report::Report};
 
 /// Format of the main report (`--format`).
@@ -130,15 +130,11 @@ impl OutputOptions {
     }
 
     /// Before watching (which may take minutes): every output file's directory exists (created
-    /// if need be) and the file is not a directory, so that a typo fails now, not at the end.
+    /// if need be) and the file, if there, is a regular file (not a directory, a FIFO, a
+    /// symlink), so that a mistake — or a trap — fails now, not at the end.
     pub fn check_outputs(&self) -> Result<(), StallError> {
         for (flag, path) in self.output_files() {
-            if path.is_dir() {
-                return Err(StallError::Usage(format!(
-                    "{flag} {}: is a directory, expected a file name",
-                    path.display()
-                )));
-            }
+            files::check_destination(flag, path).map_err(StallError::Usage)?;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     StallError::Usage(format!(
@@ -158,7 +154,7 @@ impl OutputOptions {
         use std::io::Write;
         let mut errors: Vec<String> = Vec::new();
         let write = |errors: &mut Vec<String>, what: &str, path: &Path, data: &[u8]| {
-            if let Err(e) = std::fs::write(path, data) {
+            if let Err(e) = files::write_atomically(path, data) {
                 errors.push(format!("cannot write {what} to {}: {e}", path.display()));
             }
         };
@@ -211,11 +207,7 @@ impl OutputOptions {
                 }
             }
             if let Some(path) = &step_summary {
-                let appended = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .and_then(|mut f| f.write_all(format!("{md}\n").as_bytes()));
+                let appended = files::append_no_follow(path, format!("{md}\n").as_bytes());
                 if let Err(e) = appended {
                     let msg = format!(
                         "cannot append the summary to $GITHUB_STEP_SUMMARY ({}): {e}",

@@ -120,14 +120,19 @@ fn frame_line(i: usize, f: &Frame, st: Style) -> String {
         (Some(file), None) => basename(file).to_string(),
         _ => String::new(),
     };
-    let module = f.module.as_deref().map(basename).unwrap_or("?");
+    // A Python or Java frame says so where a native frame names its module.
+    let module = match (f.lang, f.module.as_deref()) {
+        (Some(l), Some(m)) => format!("[{}] {}", l.as_str(), basename(m)),
+        (Some(l), None) => format!("[{}]", l.as_str()),
+        (None, m) => m.map(basename).unwrap_or("?").to_string(),
+    };
     let inl = if f.inlined { " (inlined)" } else { "" };
     format!(
         "      {} {}  {}  {}{}",
         st.dim(&format!("#{i:<2}")),
         pad(&trunc(&func, 48), 48),
         pad(&loc, 28),
-        st.dim(module),
+        st.dim(&module),
         st.dim(inl)
     )
 }

@@ -5,6 +5,7 @@ use std::{
     ffi::CString,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use nix::{
@@ -85,6 +86,20 @@ impl Child {
         }
     }
 
+    /// Reap the child, waiting at most `limit` for it to become reapable.
+    pub fn reap_within(&mut self, limit: Duration) -> Option<WaitStatus> {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.try_reap() {
+                return Some(st);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Kill and reap (used when the report is done and `--keep` was not given).
     pub fn kill_and_reap(&mut self) {
         if self.try_reap().is_some() {
@@ -125,7 +140,64 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-pub fn spawn_paused(cmd: &[String]) -> Result<Paused, StallError> {
+/// Who the command runs as when stallprobe runs under sudo: the user who ran sudo, with their
+/// groups and HOME, USER and LOGNAME (so `sudo stallprobe run -- cargo test` leaves no
+/// root-owned files in the checkout).
+pub struct RunAs {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
+    env: Vec<CString>,
+}
+
+impl RunAs {
+    /// `$SUDO_UID`/`$SUDO_GID` when stallprobe runs as root under sudo; `None` otherwise.
+    pub fn sudo_user() -> Option<RunAs> {
+        let (uid, gid) = crate::export::files::sudo_owner()?;
+        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten();
+        let groups = user
+            .as_ref()
+            .and_then(|u| {
+                let name = CString::new(u.name.as_bytes()).ok()?;
+                nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid)).ok()
+            })
+            .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_else(|| vec![gid]);
+        let mut env: Vec<CString> = std::env::vars_os()
+            .filter(|(k, _)| !matches!(k.to_str(), Some("HOME" | "USER" | "LOGNAME")))
+            .filter_map(|(k, v)| {
+                let mut kv = k.into_encoded_bytes();
+                kv.push(b'=');
+                kv.extend(v.into_encoded_bytes());
+                CString::new(kv).ok()
+            })
+            .collect();
+        if let Some(u) = &user {
+            for (k, v) in [
+                ("HOME", u.dir.as_os_str().as_encoded_bytes().to_vec()),
+                ("USER", u.name.clone().into_bytes()),
+                ("LOGNAME", u.name.clone().into_bytes()),
+            ] {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend(v);
+                if let Ok(c) = CString::new(kv) {
+                    env.push(c);
+                }
+            }
+        }
+        Some(RunAs {
+            uid,
+            gid,
+            groups,
+            env,
+        })
+    }
+}
+
+pub fn spawn_paused(cmd: &[String], run_as: Option<&RunAs>) -> Result<Paused, StallError> {
     let display = cmd.join(" ");
     let spawn_err = |detail: String| StallError::Spawn {
         cmd: display.clone(),
@@ -143,7 +215,8 @@ pub fn spawn_paused(cmd: &[String]) -> Result<Paused, StallError> {
     let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.to_string()))?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| spawn_err(e.to_string()))?;
     // SAFETY: between fork and exec/_exit the child only makes async-signal-safe calls
-    // (close, read, setpgid, sigprocmask, signal, execv, write, _exit) on data prepared above.
+    // (close, read, setpgid, sigprocmask, signal, setgroups, setresgid, setresuid, execv(e),
+    // write, _exit) on data prepared above.
     match unsafe { fork() }.map_err(|e| spawn_err(e.to_string()))? {
         ForkResult::Child => {
             drop(go_w);
@@ -159,9 +232,27 @@ pub fn spawn_paused(cmd: &[String]) -> Result<Paused, StallError> {
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
             // Rust ignores SIGPIPE; an exec'd program expects the default.
             let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
-            let errno = match execv(&c_path, &c_args) {
-                Err(e) => e as i32,
-                Ok(_) => 0,
+            let errno = match run_as {
+                None => match execv(&c_path, &c_args) {
+                    Err(e) => e as i32,
+                    Ok(_) => 0,
+                },
+                Some(u) => {
+                    // SAFETY: set*id and setgroups with prepared integers and a vector.
+                    let dropped = unsafe {
+                        libc::setgroups(u.groups.len(), u.groups.as_ptr()) == 0
+                            && libc::setresgid(u.gid, u.gid, u.gid) == 0
+                            && libc::setresuid(u.uid, u.uid, u.uid) == 0
+                    };
+                    if !dropped {
+                        nix::errno::Errno::last() as i32
+                    } else {
+                        match nix::unistd::execve(&c_path, &c_args, &u.env) {
+                            Err(e) => e as i32,
+                            Ok(_) => 0,
+                        }
+                    }
+                }
             };
             let _ = write(&err_w, &errno.to_ne_bytes());
             unsafe { libc::_exit(127) };

@@ -139,11 +139,14 @@ pub async fn run<M: Mode>(
     }
 }
 
-/// Once attached, keep only what reading the target needs (see preflight::KEPT_AFTER_ATTACH).
-pub fn drop_privileges_or_warn(quiet: bool) {
-    if let Err(e) = crate::preflight::drop_privileges()
-        && !quiet
-    {
-        eprintln!("stallprobe: warning: could not drop privileges after attaching: {e}");
-    }
+/// Once attached, keep only what reading the target needs (`crate::privileges`), before any
+/// file the target chose is read. A failed drop stops stallprobe.
+pub fn drop_privileges(also_keep: &[u32]) -> Result<(), StallError> {
+    crate::privileges::drop_privileges(&crate::privileges::Drop::for_this_process(also_keep))
+        .map_err(|e| StallError::Privileges {
+            detail: e,
+            hint: "stallprobe drops its privileges once attached; run it as root or with the \
+                   capabilities it needs, including CAP_SETPCAP (and CAP_SETUID/CAP_SETGID under sudo)"
+                .into(),
+        })
 }

@@ -6,7 +6,11 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::{
-    bpf::HookChoice, error::StallError, export::OutputOptions, session::SessionOptions, signals,
+    bpf::HookChoice,
+    error::StallError,
+    export::OutputOptions,
+    session::{RuntimeAttach, SessionOptions},
+    signals,
 };
 
 #[derive(Args, Debug, Clone)]
@@ -53,6 +57,18 @@ pub struct CommonOptions {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Never attach to a language runtime. By default, a JVM judged stalled is asked for a
+    /// thread dump through its attach mechanism (as `jstack` does: this starts its "Attach
+    /// Listener" thread) and for a perf map of its JIT code. Python frames are read from
+    /// memory and need no attach.
+    #[arg(long, conflicts_with = "attach_runtime")]
+    pub no_runtime_attach: bool,
+
+    /// Attach to JVM targets for every report, not only when judged stalled (an on-demand
+    /// `jstack`, merged into the thread view).
+    #[arg(long)]
+    pub attach_runtime: bool,
+
     /// Forward the kernel programs' debug log to stderr.
     #[arg(long, hide = true)]
     pub bpf_log: bool,
@@ -87,6 +103,13 @@ impl CommonOptions {
             follow_children: self.follow_children,
             bpf_log: self.bpf_log,
             max_stacks: self.max_stacks,
+            runtime_attach: if self.no_runtime_attach {
+                RuntimeAttach::Never
+            } else if self.attach_runtime {
+                RuntimeAttach::Always
+            } else {
+                RuntimeAttach::WhenStalled
+            },
         })
     }
 }

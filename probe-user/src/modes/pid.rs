@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::{
-    event_loop::{self, Mode, StopSignals, drop_privileges_or_warn, one_shot_end},
+    event_loop::{self, Mode, StopSignals, drop_privileges, one_shot_end},
     options::CommonOptions,
 };
 use crate::{error::StallError, procfs, session::Session, verdict};
@@ -34,11 +34,12 @@ pub async fn run(opts: CommonOptions, pid: u32) -> Result<i32, StallError> {
     }
     let mut stops = StopSignals::install()?;
     let mut session = Session::attach(session_opts)?;
+    // Nothing of the target is read before the privileges are dropped.
+    drop_privileges(&[])?;
     session.add_process(pid).map_err(|e| match e {
         StallError::NoSuchProcess { pid, .. } => StallError::NoSuchProcess { pid, exited: true },
         other => other,
     })?;
-    drop_privileges_or_warn(opts.quiet);
     if !opts.quiet {
         let comm = procfs::read_comm(pid, pid).unwrap_or_default();
         eprintln!(

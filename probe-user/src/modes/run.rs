@@ -7,8 +7,8 @@ use clap::Args;
 use nix::sys::{signal::Signal, wait::WaitStatus};
 
 use super::{
-    child::{Child, spawn_paused},
-    event_loop::{self, Mode, StopSignals, drop_privileges_or_warn, one_shot_end},
+    child::{Child, RunAs, spawn_paused},
+    event_loop::{self, Mode, StopSignals, drop_privileges, one_shot_end},
     options::{CommonOptions, parse_duration},
 };
 use crate::{error::StallError, session::Session, signals, verdict};
@@ -35,6 +35,11 @@ pub struct RunArgs {
     /// Leave CMD running after the report instead of killing it.
     #[arg(long)]
     pub keep: bool,
+
+    /// Under sudo, CMD runs as the user who ran sudo (so it leaves no root-owned files); with
+    /// this, it runs as root (a service that needs it).
+    #[arg(long)]
+    pub as_root: bool,
 
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
@@ -127,13 +132,24 @@ pub async fn run(args: RunArgs) -> Result<i32, StallError> {
     let stop_sig = signals::parse(&args.stop_signal)?;
     let mut stops = StopSignals::install()?;
     let mut session = Session::attach(session_opts)?;
-    let paused = spawn_paused(&args.cmd)?;
+    let run_as = if args.as_root {
+        None
+    } else {
+        RunAs::sudo_user()
+    };
+    // Forked before the privileges go: CMD starts with the ones it was given (or as the sudo
+    // user), then stallprobe keeps what reading it needs — and CAP_KILL to stop it if it runs
+    // as root while stallprobe does not.
+    let paused = spawn_paused(&args.cmd, run_as.as_ref())?;
+    if let Err(e) = drop_privileges(&[crate::preflight::cap::KILL]) {
+        paused.abort();
+        return Err(e);
+    }
     if let Err(e) = session.add_process(paused.pid) {
         paused.abort();
         return Err(e);
     }
     let pid = paused.release()?;
-    drop_privileges_or_warn(opts.quiet);
     if !opts.quiet {
         eprintln!(
             "stallprobe: started pid {pid}: {}{}",
@@ -171,6 +187,13 @@ pub async fn run(args: RunArgs) -> Result<i32, StallError> {
             return Err(e);
         }
     };
+    if end == verdict::EndReason::TargetExited && mode.child.status.is_none() {
+        // The kernel reports the exit a moment before the child can be reaped: wait for it
+        // (bounded), or a command that finished by itself would lose its exit code.
+        if let Some(st) = mode.child.reap_within(Duration::from_secs(2)) {
+            note_status(&mut session, st);
+        }
+    }
     let report = session.finish(end);
     // With --timeout, a command that finished by itself before it ends like itself.
     let own_exit = match (args.timeout, mode.child.status) {

@@ -2,6 +2,61 @@
 
 use serde::Serializer;
 
+/// Whether a character must not reach a terminal or a log as is: C0 and C1 controls, DEL
+/// (ESC among them, so no terminal escape sequence), and the bidirectional-text overrides that
+/// can make a name read as something else.
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    if (c as u32) < 0x100 {
+        out.push_str(&format!("\\x{:02x}", c as u32));
+    } else {
+        out.push_str(&format!("\\u{{{:x}}}", c as u32));
+    }
+}
+
+/// A name that came from the target (a thread name, a path, a symbol), made safe to show
+/// anywhere: control characters and bidi overrides written as `\x1b` / `\u{202e}`. Every string
+/// stallprobe takes from a target goes through this (or [`target_text`]) where it is read, so
+/// no output — text, live lines, JSON, JUnit, Markdown, annotations, the journal — can carry a
+/// terminal escape or a line break the target chose.
+pub fn clean(s: &str) -> String {
+    if !s.chars().any(is_unsafe) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if is_unsafe(c) {
+            push_escaped(&mut out, c);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Bytes the target chose (a comm, a path, a cmdline argument) as text: valid UTF-8 kept,
+/// each invalid byte written as `\xff`, then [`clean`].
+pub fn target_text(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len());
+    for chunk in b.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if is_unsafe(c) {
+                push_escaped(&mut out, c);
+            } else {
+                out.push(c);
+            }
+        }
+        for &x in chunk.invalid() {
+            out.push_str(&format!("\\x{x:02x}"));
+        }
+    }
+    out
+}
+
 /// Addresses as `"0x7f…"` strings in JSON.
 pub fn ser_hex<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{v:#x}"))
@@ -107,6 +162,20 @@ mod tests {
         for (ms, want) in cases {
             assert_eq!(format_ms(ms), want, "{ms} ms");
         }
+    }
+
+    #[test]
+    fn names_from_the_target_are_made_safe() {
+        assert_eq!(clean("worker-1"), "worker-1");
+        assert_eq!(clean("\u{1b}[31mred"), "\\x1b[31mred");
+        assert_eq!(clean("a\n::error::x"), "a\\x0a::error::x");
+        assert_eq!(clean("del\u{7f}\u{85}"), "del\\x7f\\x85");
+        assert_eq!(clean("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
+        assert_eq!(clean("café ✓"), "café ✓");
+        assert_eq!(target_text(b"\xff\xfeabc"), "\\xff\\xfeabc");
+        // A 15-byte comm that cuts a multi-byte character in two.
+        assert_eq!(target_text(&"éééééééé".as_bytes()[..15]), "ééééééé\\xc3");
+        assert_eq!(target_text(b"ok\x1b"), "ok\\x1b");
     }
 
     #[test]

@@ -15,10 +15,10 @@ use serde::Serialize;
 
 pub use deadlock::{CycleObject, CycleThread, Deadlock};
 pub use fd::{End, EpollItem, FdObject, Holder, Pipe, Socket, SocketPeer};
-pub use format::{basename, format_bytes, format_ms, format_ms_u64, ser_hex};
+pub use format::{basename, clean, format_bytes, format_ms, format_ms_u64, ser_hex, target_text};
 pub use goroutine::{ChanInfo, GoWait, GoroutineGroup, GoroutineReport, WaitingSince};
 pub use thread::{
-    AtSignal, BlockedSince, CallSummary, Frame, KernelFrame, Role, ThreadReport, ThreadState,
+    AtSignal, BlockedSince, CallSummary, Frame, KernelFrame, Lang, Role, ThreadReport, ThreadState,
 };
 pub use wait::{Wait, Waker};
 

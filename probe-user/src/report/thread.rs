@@ -6,8 +6,27 @@ use serde::Serialize;
 
 use super::{Wait, basename};
 
+/// The language of a frame that a runtime's interpreter or JIT runs (native frames have none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lang {
+    /// A Python function, read from the interpreter's frame chain.
+    Python,
+    /// A Java method, from the JVM's thread dump.
+    Java,
+}
+
+impl Lang {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lang::Python => "python",
+            Lang::Java => "java",
+        }
+    }
+}
+
 /// One user-stack frame.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Frame {
     #[serde(serialize_with = "super::ser_hex")]
     pub addr: u64,
@@ -20,6 +39,10 @@ pub struct Frame {
     pub inlined: bool,
     #[serde(skip)]
     pub offset: Option<u64>,
+    /// `python` or `java` for a frame of the program's own language, placed where the
+    /// interpreter or JIT runs it; absent for native frames.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lang: Option<Lang>,
 }
 
 impl Frame {
@@ -32,6 +55,7 @@ impl Frame {
             module: None,
             inlined: false,
             offset: None,
+            lang: None,
         }
     }
 
@@ -157,6 +181,14 @@ pub struct ThreadReport {
     /// Where a running thread was seen executing (user stacks sampled after the signal).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub spin_samples: Vec<Vec<Frame>>,
+    /// What the language runtime says about this thread: why it has no Python frames, its Java
+    /// state, how its frames were placed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lang_note: Option<String>,
+    /// Locks the runtime says this thread holds (Java monitors: `<0x…> (a java.lang.Object)`;
+    /// `the GIL`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<String>,
 }
 
 impl ThreadReport {
@@ -184,6 +216,8 @@ impl ThreadReport {
             ns_tid: None,
             cpu_ms: 0,
             spin_samples: Vec::new(),
+            lang_note: None,
+            holds: Vec::new(),
         }
     }
 }

@@ -29,6 +29,10 @@ pub enum Wait {
         /// The thread that last woke waiters on this futex.
         #[serde(skip_serializing_if = "Option::is_none")]
         last_woken_by: Option<Waker>,
+        /// What the language runtime says the thread waits for (`waiting to lock <0x…> (a
+        /// java.lang.Object)`, `the GIL`), when it says.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        runtime_object: Option<String>,
     },
     Fd {
         fd: u64,
@@ -57,6 +61,7 @@ impl Wait {
             owner: None,
             owner_name: None,
             last_woken_by: None,
+            runtime_object: None,
         }
     }
 
@@ -68,8 +73,19 @@ impl Wait {
                 object,
                 owner,
                 owner_name,
+                runtime_object,
                 ..
             } => {
+                if let Some(r) = runtime_object {
+                    // The runtime's own words: `waiting to lock <0x…> (a java.lang.Object)`.
+                    return match owner {
+                        Some(o) => format!(
+                            "{r} held by tid {o} ({})",
+                            owner_name.as_deref().unwrap_or("?")
+                        ),
+                        None => r.clone(),
+                    };
+                }
                 let what = match object.as_deref() {
                     Some("pthread_mutex") | Some("rust_mutex") | Some("pi_mutex") => "mutex",
                     Some("thread_join") => "join",

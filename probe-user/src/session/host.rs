@@ -1,11 +1,17 @@
 //! The real [`Host`]: /proc, process_vm_readv and the stack collector.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    os::fd::{AsFd, FromRawFd, OwnedFd},
+};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use probe_ebpf::UserRegs;
 use probe_lang::{
     go::{GoBinary, GoReader, Limits, process_load_bias},
     mem::ProcessMemory,
+    python::{PyProcess, PySnapshot},
 };
 
 use crate::{
@@ -16,10 +22,79 @@ use crate::{
     tracker::{GoLook, Host, ProcessInfo},
 };
 
+/// A watched process, identified beyond its pid: a pidfd (which no other process can ever
+/// answer to) and its start time (for kernels without pidfd_open).
+struct Identity {
+    pidfd: Option<OwnedFd>,
+    start: Option<u64>,
+}
+
+impl Identity {
+    fn of(pid: u32) -> Identity {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+        Identity {
+            // SAFETY: a new fd we own.
+            pidfd: (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) }),
+            start: procfs::read_process_stat(pid).map(|s| s.starttime),
+        }
+    }
+
+    /// The process has not exited (and, without a pidfd, its pid was not reused).
+    fn alive(&self, pid: u32) -> bool {
+        match &self.pidfd {
+            Some(fd) => {
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                // A pidfd polls readable once the process has exited.
+                !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+            }
+            None => procfs::process_alive(pid, self.start),
+        }
+    }
+}
+
 pub struct ProcHost {
     stacks: StackCollector,
+    /// The watched processes' identities.
+    identities: HashMap<u32, Identity>,
     /// Per Go process: its parsed binary and load bias (or why it cannot be read).
     go: HashMap<u32, Result<GoProcess, String>>,
+    /// Per CPython process: where its interpreter is (or why it was not found).
+    py: HashMap<u32, Result<PyProcess, String>>,
+}
+
+/// The most read of one module when looking for a CPython interpreter (a libpython with debug
+/// symbols is ~30 MiB).
+const MAX_PYTHON_MODULE: u64 = 512 << 20;
+
+/// Find the CPython interpreter of `pid`: its modules read through /proc/PID/map_files (the
+/// very file mapped), else by path inside the target's root (never outside it), capped.
+fn locate_python(pid: u32) -> Result<PyProcess, String> {
+    use std::io::Read;
+    let text =
+        std::fs::read(format!("/proc/{pid}/maps")).map_err(|e| format!("/proc/{pid}/maps: {e}"))?;
+    let maps = probe_lang::python::parse_maps(&String::from_utf8_lossy(&text));
+    PyProcess::locate(&maps, |path| {
+        let m = maps.iter().find(|m| m.path.as_deref() == Some(path))?;
+        let file = std::fs::File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
+            .ok()
+            .or_else(|| {
+                crate::target_fs::open_in_root(
+                    pid,
+                    path,
+                    MAX_PYTHON_MODULE,
+                    crate::target_fs::Symlinks::Follow,
+                )
+                .ok()
+            })?;
+        if file.metadata().ok()?.len() > MAX_PYTHON_MODULE {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_PYTHON_MODULE).read_to_end(&mut bytes).ok()?;
+        Some(bytes)
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// A Go process's executable, parsed once.
@@ -47,6 +122,21 @@ impl GoProcess {
 }
 
 impl ProcHost {
+    /// Processes with state loaded here (unwind tables, symbols, pidfds, Go binaries).
+    pub fn loaded_processes(&self) -> usize {
+        self.stacks
+            .loaded_processes()
+            .max(self.identities.len())
+            .max(self.go.len())
+            .max(self.py.len())
+    }
+
+    /// Whether a perf map of `pid` was read, and why one there was not.
+    pub fn perf_map_state(&self, pid: u32) -> (bool, Option<String>) {
+        let (read, skipped) = self.stacks.perf_map_state(pid);
+        (read, skipped.map(str::to_string))
+    }
+
     /// Name the frames of a Go executable that the symbolizer could not (a stripped binary
     /// has no symbol table, but its pclntab names every function, inlined ones included).
     fn name_go_frames(&mut self, pid: u32, frames: Vec<Frame>) -> Vec<Frame> {
@@ -78,6 +168,7 @@ impl ProcHost {
                 module: Some(p.exe.clone()),
                 inlined: g.inlined,
                 offset: None,
+                lang: None,
             }));
         }
         out
@@ -91,8 +182,32 @@ impl ProcHost {
     pub fn new() -> ProcHost {
         ProcHost {
             stacks: StackCollector::new(),
+            identities: HashMap::new(),
             go: HashMap::new(),
+            py: HashMap::new(),
         }
+    }
+
+    /// The Python threads of a CPython process now, with tids as stallprobe sees them.
+    pub fn python(&mut self, pid: u32, other_pid_ns: bool) -> Result<PySnapshot, String> {
+        let p = self
+            .py
+            .entry(pid)
+            .or_insert_with(|| locate_python(pid))
+            .as_ref()
+            .map_err(Clone::clone)?;
+        let mut snap = p
+            .threads(&ProcessMemory { pid })
+            .map_err(|e| e.to_string())?;
+        if other_pid_ns {
+            snap.map_tids(&probe_lang::ns::ns_tid_map(pid));
+        }
+        Ok(snap)
+    }
+
+    /// Name JIT frames from the process's perf map, read again now (a JVM just wrote it).
+    pub fn name_jit_frames_now(&mut self, pid: u32, frames: &mut [Frame]) {
+        self.stacks.name_jit_frames_now(pid, frames);
     }
 }
 
@@ -118,11 +233,14 @@ impl Host for ProcHost {
     }
 
     fn thread_exists(&self, pid: u32, tid: u32) -> bool {
-        procfs::task_path(pid, tid).exists()
+        procfs::thread_exists(pid, tid)
     }
 
     fn process_alive(&self, pid: u32) -> bool {
-        procfs::process_alive(pid)
+        match self.identities.get(&pid) {
+            Some(id) => id.alive(pid),
+            None => procfs::process_alive(pid, None),
+        }
     }
 
     fn zombie_status(&self, pid: u32) -> Option<i32> {
@@ -181,12 +299,17 @@ impl Host for ProcHost {
     }
 
     fn prepare(&mut self, pid: u32) {
+        self.identities
+            .entry(pid)
+            .or_insert_with(|| Identity::of(pid));
         self.stacks.prepare(pid);
     }
 
     fn forget(&mut self, pid: u32) {
         self.stacks.forget(pid);
         self.go.remove(&pid);
+        self.py.remove(&pid);
+        self.identities.remove(&pid);
     }
 
     fn stacks(&mut self, pid: u32, tid: u32, regs: UserRegs, kstack: &[u64]) -> Stacks {

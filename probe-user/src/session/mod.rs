@@ -6,14 +6,19 @@
 //! Every mode (`--pid`, `run`, `watch`) drives one through `crate::modes::event_loop`.
 
 mod host;
+mod runtimes;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use aya::maps::{MapData, RingBuf};
 use probe_ebpf::Call;
 use tokio::io::unix::AsyncFd;
 
 pub use host::ProcHost;
+pub use runtimes::RuntimeAttach;
 
 use crate::{
     assemble::{self, Findings},
@@ -44,6 +49,8 @@ pub struct SessionOptions {
     /// Above this many live threads, only threads blocked past the threshold (and flagged ones)
     /// get stacks in the final report.
     pub max_stacks: usize,
+    /// When a language runtime may be attached to (a JVM's thread dump).
+    pub runtime_attach: RuntimeAttach,
 }
 
 impl Default for SessionOptions {
@@ -57,6 +64,7 @@ impl Default for SessionOptions {
             follow_children: false,
             bpf_log: false,
             max_stacks: 512,
+            runtime_attach: RuntimeAttach::WhenStalled,
         }
     }
 }
@@ -237,7 +245,6 @@ impl Session {
                 ProbeCommand::Untarget(pid) => {
                     let _ = self.probes.remove_target(pid);
                 }
-                ProbeCommand::KernelAddedTarget(pid) => self.probes.note_kernel_added_target(pid),
             }
         }
     }
@@ -251,6 +258,12 @@ impl Session {
     /// The kernel side's counters.
     pub fn counters(&self) -> Counters {
         self.probes.counters()
+    }
+
+    /// Processes with state kept: (the tracker's records, alive and recently exited; those
+    /// with unwind tables, symbols and pidfds loaded). Both stay bounded on long runs.
+    pub fn tracked_processes(&self) -> (usize, usize) {
+        (self.tracker.process_count(), self.host.loaded_processes())
     }
 
     /// Live threads by state and blocked ones by call and role, now.
@@ -278,8 +291,13 @@ impl Session {
                 .prepare_report(now, &mut self.host, self.opts.max_stacks),
         );
         self.tracker.refresh_names(&self.host);
-        let facts = self.tracker.thread_facts(now, &self.host, self.clk_tck);
-        let findings = self.inspect(&facts, now);
+        let mut facts = self.tracker.thread_facts(now, &self.host, self.clk_tck);
+        let (runtimes, runtime_notes) = self.read_runtimes(&mut facts, end);
+        let findings = Findings {
+            runtimes,
+            runtime_notes,
+            ..self.inspect(&facts, now)
+        };
         let (target, children) = self.tracker.targets(&self.host);
         let session = self.session_info(now);
         notes.extend(self.host.symbol_notes());
@@ -323,17 +341,26 @@ impl Session {
                 }
             }
         }
-        let perf_maps = self
-            .tracker
-            .ns_pids()
-            .into_iter()
-            .filter(|(pid, ns)| crate::runtime::perf_map_path(*pid, *ns).exists())
-            .map(|(pid, _)| pid)
-            .collect();
+        let mut perf_maps = BTreeSet::new();
+        let mut skipped_perf_maps = BTreeMap::new();
+        for pid in self.tracker.ns_pids().into_keys() {
+            match self.host.perf_map_state(pid) {
+                (true, _) => {
+                    perf_maps.insert(pid);
+                }
+                (false, Some(why)) => {
+                    skipped_perf_maps.insert(pid, why);
+                }
+                (false, None) => {}
+            }
+        }
         Findings {
             futex,
             fd_objects,
             perf_maps,
+            skipped_perf_maps,
+            runtimes: BTreeMap::new(),
+            runtime_notes: Vec::new(),
         }
     }
 

@@ -81,7 +81,8 @@ pub fn check_file(data: &[u8], budget: &mut u64) -> Result<(), Unsafe> {
     }
     for s in obj.sections() {
         let overflows = s.address().checked_add(s.size()).is_none()
-            || s.file_range().is_some_and(|(o, n)| o.checked_add(n).is_none());
+            || s.file_range()
+                .is_some_and(|(o, n)| o.checked_add(n).is_none());
         if overflows {
             return Err(format!(
                 "section {}'s range overflows",
@@ -198,7 +199,10 @@ pub fn links(data: &[u8]) -> Links {
         l.supplementary.push(OsStr::from_bytes(d).to_os_string());
     }
     // .debug_sup: version (u16), is_supplementary (u8), file name, checksum.
-    if let Some(d) = section(".debug_sup").and_then(|d| d.get(3..)).and_then(c_string) {
+    if let Some(d) = section(".debug_sup")
+        .and_then(|d| d.get(3..))
+        .and_then(c_string)
+    {
         l.supplementary.push(OsStr::from_bytes(d).to_os_string());
     }
     // The note's header is 12 bytes, then "GNU\0", then the id.
@@ -413,15 +417,19 @@ impl SymtabResolver {
                 name: String::from_utf8_lossy(name).into_owned(),
             });
         }
-        r.syms
-            .sort_by(|a, b| (a.addr, std::cmp::Reverse(a.size)).cmp(&(b.addr, std::cmp::Reverse(b.size))));
+        r.syms.sort_by(|a, b| {
+            (a.addr, std::cmp::Reverse(a.size)).cmp(&(b.addr, std::cmp::Reverse(b.size)))
+        });
         r.syms.dedup_by_key(|s| s.addr);
         r
     }
 
     /// The function symbol containing `addr` (a virtual address of the file).
     fn lookup(&self, addr: u64) -> Option<&Sym> {
-        let i = self.syms.partition_point(|s| s.addr <= addr).checked_sub(1)?;
+        let i = self
+            .syms
+            .partition_point(|s| s.addr <= addr)
+            .checked_sub(1)?;
         let s = &self.syms[i];
         let inside = if s.size > 0 {
             addr - s.addr < s.size

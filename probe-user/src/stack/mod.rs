@@ -4,6 +4,7 @@
 
 pub mod elf_guard;
 pub mod memory;
+pub mod perfmap;
 pub mod symbolize;
 pub mod unwind;
 
@@ -38,6 +39,16 @@ pub struct StackCollector {
     frames: HashMap<(u32, u64), Vec<Frame>>,
     /// Per process: the unwinder's `maps_version` when blazesym last cached its mappings.
     cached_maps: HashMap<u32, u64>,
+    /// Per process: its perf map (JIT code names), read at most once a second.
+    perf: HashMap<u32, PerfState>,
+}
+
+#[derive(Default)]
+struct PerfState {
+    map: Option<perfmap::PerfMap>,
+    /// Why the map there was not read.
+    skipped: Option<String>,
+    checked: Option<std::time::Instant>,
 }
 
 /// Entries in the frame cache before it is cleared (bounds memory on long runs).
@@ -52,6 +63,7 @@ impl StackCollector {
 
     /// Load a process's unwind tables and cache its mappings for symbolization (while alive).
     pub fn prepare(&mut self, pid: u32) {
+        self.refresh_perf_map(pid);
         let u = self
             .unwinders
             .entry(pid)
@@ -63,10 +75,19 @@ impl StackCollector {
     /// The process's mappings changed since blazesym cached them (the dynamic loader mapped
     /// libraries after exec, dlopen, JIT): cache them again while the process is alive, and
     /// forget frames that were unknown under the old mappings.
-    fn recache_if_maps_changed(&mut self, pid: u32) {
+    ///
+    /// /proc/PID/maps is read again only when an address falls outside every mapping known
+    /// since the last read (a long-running service's maps rarely change; reading them at each
+    /// new stack would cost more than the stacks).
+    fn recache_if_maps_changed(&mut self, pid: u32, addrs: &[RawFrame]) {
         let Some(u) = self.unwinders.get_mut(&pid) else {
             return;
         };
+        let known = self.cached_maps.get(&pid) == Some(&u.maps_version)
+            && addrs.iter().all(|f| u.mapping_of(f.addr).is_some());
+        if known {
+            return;
+        }
         u.refresh();
         let version = u.maps_version;
         if self.cached_maps.get(&pid) == Some(&version) {
@@ -86,6 +107,7 @@ impl StackCollector {
 
     /// The process exec'd or went away: drop what was loaded for its old image.
     pub fn forget(&mut self, pid: u32) {
+        self.perf.remove(&pid);
         self.unwinders.remove(&pid);
         self.symbols.forget(pid);
         self.frames.retain(|(p, _), _| *p != pid);
@@ -152,7 +174,7 @@ impl StackCollector {
             .copied()
             .collect();
         if !missing.is_empty() {
-            self.recache_if_maps_changed(pid);
+            self.recache_if_maps_changed(pid, &missing);
             if self.frames.len() > MAX_CACHED_FRAMES {
                 self.frames.clear();
             }
@@ -167,7 +189,8 @@ impl StackCollector {
                 self.frames.insert((pid, f.lookup), group);
             }
         }
-        raw.iter()
+        let mut out: Vec<Frame> = raw
+            .iter()
             .flat_map(|f| {
                 let mut g = self
                     .frames
@@ -180,7 +203,69 @@ impl StackCollector {
                 }
                 g
             })
-            .collect()
+            .collect();
+        if out.iter().any(|f| f.function.is_none()) {
+            self.name_jit_frames(pid, &mut out);
+        }
+        out
+    }
+
+    /// Name frames in JIT code from the process's perf map.
+    /// [`Self::name_jit_frames`] with the perf map read again now, not up to a second late.
+    pub fn name_jit_frames_now(&mut self, pid: u32, frames: &mut [Frame]) {
+        if let Some(st) = self.perf.get_mut(&pid) {
+            st.checked = None;
+        }
+        self.name_jit_frames(pid, frames);
+    }
+
+    fn name_jit_frames(&mut self, pid: u32, frames: &mut [Frame]) {
+        self.refresh_perf_map(pid);
+        let Some(map) = self.perf.get(&pid).and_then(|s| s.map.as_ref()) else {
+            return;
+        };
+        for f in frames.iter_mut().filter(|f| f.function.is_none()) {
+            if let Some(name) = map.lookup(f.addr) {
+                f.function = Some(name.to_string());
+                f.module = Some("[perf map]".into());
+            }
+        }
+    }
+
+    /// Look at the process's perf map again (read when it changed; at most once a second).
+    fn refresh_perf_map(&mut self, pid: u32) {
+        let st = self.perf.entry(pid).or_default();
+        if st
+            .checked
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1))
+        {
+            st.checked = Some(std::time::Instant::now());
+            match perfmap::load(pid, st.map.as_ref()) {
+                perfmap::Status::Loaded(m) => {
+                    st.map = Some(m);
+                    st.skipped = None;
+                }
+                perfmap::Status::Unchanged => {}
+                perfmap::Status::Missing => st.map = None,
+                perfmap::Status::Skipped(why) => {
+                    st.map = None;
+                    st.skipped = Some(why);
+                }
+            }
+        }
+    }
+
+    /// Processes with unwind tables or symbols loaded.
+    pub fn loaded_processes(&self) -> usize {
+        self.unwinders.len().max(self.perf.len())
+    }
+
+    /// Whether a perf map of `pid` was read; and why one there was skipped.
+    pub fn perf_map_state(&self, pid: u32) -> (bool, Option<&str>) {
+        match self.perf.get(&pid) {
+            Some(s) => (s.map.is_some(), s.skipped.as_deref()),
+            None => (false, None),
+        }
     }
 }
 
@@ -253,11 +338,27 @@ const SYSTEM_FUNCTIONS: &[&str] = &[
 /// Frames of the C library, the dynamic loader, the vDSO, or a language's standard library and
 /// runtime: not where the application itself decided to wait.
 pub fn is_system_frame(f: &Frame) -> bool {
+    let func = f.function.as_deref().unwrap_or("");
+    match f.lang {
+        // The JDK's own classes.
+        Some(crate::report::Lang::Java) => {
+            return ["java.", "javax.", "jdk.", "sun.", "com.sun."]
+                .iter()
+                .any(|p| func.starts_with(p));
+        }
+        // The standard library (`…/lib/python3.11/threading.py`) and frozen modules.
+        Some(crate::report::Lang::Python) => {
+            let file = f.file.as_deref().unwrap_or("");
+            return file.starts_with("<frozen")
+                || file.contains("/lib/python3")
+                || file.contains("/lib64/python3");
+        }
+        None => {}
+    }
     let module = crate::report::basename(f.module.as_deref().unwrap_or(""));
     if SYSTEM_MODULES.iter().any(|m| module.starts_with(m)) {
         return true;
     }
-    let func = f.function.as_deref().unwrap_or("");
     SYSTEM_FUNCTIONS.iter().any(|p| func.starts_with(p))
 }
 
@@ -327,5 +428,43 @@ mod tests {
             f("fetch", "/bin/c"),
         ];
         assert_eq!(top_app_frame(&c).unwrap(), "fetch (x.rs:3)");
+    }
+
+    #[test]
+    fn language_frames_skip_their_standard_libraries_by_their_own_rules() {
+        let lang = |func: &str, file: &str, lang| Frame {
+            function: Some(func.into()),
+            file: Some(file.into()),
+            line: Some(7),
+            lang: Some(lang),
+            ..Frame::default()
+        };
+        use crate::report::Lang::{Java, Python};
+        let py = [
+            f(
+                "__futex_abstimed_wait_common",
+                "/lib/x86_64-linux-gnu/libc.so.6",
+            ),
+            lang("Condition.wait", "/usr/lib/python3.11/threading.py", Python),
+            lang(
+                "Queue.get",
+                "/root/.pyenv/versions/3.11.7/lib/python3.11/queue.py",
+                Python,
+            ),
+            lang("Consumer.next_job", "/srv/app/service.py", Python),
+        ];
+        assert_eq!(
+            top_app_frame(&py).unwrap(),
+            "Consumer.next_job (service.py:7)"
+        );
+        // A Java package named like a Go one (`net.`, `io.`) is the application's.
+        let java = [
+            lang("java.lang.Object.wait", "Object.java", Java),
+            lang("io.netty.channel.Loop.run", "Loop.java", Java),
+        ];
+        assert_eq!(
+            top_app_frame(&java).unwrap(),
+            "io.netty.channel.Loop.run (Loop.java:7)"
+        );
     }
 }

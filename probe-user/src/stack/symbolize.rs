@@ -4,7 +4,7 @@
 //! ELF/DWARF for its lifetime, and a process's mappings once `prepare` has run — which must
 //! happen while the target is alive, since /proc/PID/maps is gone after it exits.
 
-use std::{cell::RefCell, collections::HashSet, path::Path, rc::Rc};
+use std::{cell::RefCell, collections::HashSet, os::unix::ffi::OsStrExt, path::Path, rc::Rc};
 
 use blazesym::{
     Pid,
@@ -20,7 +20,7 @@ use super::{
     elf_guard::{GuardCache, SymtabResolver},
     unwind::RawFrame,
 };
-use crate::report::{Frame, KernelFrame};
+use crate::report::{Frame, KernelFrame, clean, target_text};
 
 pub struct Symbolizer {
     blaze: Blaze,
@@ -62,9 +62,13 @@ fn dispatch(
     if g.notes.len() < MAX_GUARD_NOTES && !g.notes.contains(&note) {
         g.notes.push(note);
     }
-    let file = std::fs::File::open(&p.maps_file).or_else(|_| std::fs::File::open(&p.symbolic_path));
+    // The kernel's own link to the mapped file (as blazesym would open it), never the path the
+    // target names.
+    let file = std::fs::File::open(&p.maps_file);
     // SAFETY: read-only private mapping; see stack::unwind for the caveat.
-    let map = file.ok().and_then(|f| unsafe { memmap2::Mmap::map(&f) }.ok());
+    let map = file
+        .ok()
+        .and_then(|f| unsafe { memmap2::Mmap::map(&f) }.ok());
     let module = p.symbolic_path.as_os_str().to_os_string();
     let resolver = SymtabResolver::from_elf(map.as_deref().unwrap_or(&[]), module);
     Ok(Some(Box::new(resolver)))
@@ -99,8 +103,8 @@ pub fn demangle(name: &str) -> String {
 
 fn shorten_file(dir: Option<&Path>, file: &std::ffi::OsStr) -> String {
     match dir {
-        Some(d) if !d.as_os_str().is_empty() => d.join(file).to_string_lossy().into_owned(),
-        _ => file.to_string_lossy().into_owned(),
+        Some(d) if !d.as_os_str().is_empty() => target_text(d.join(file).as_os_str().as_bytes()),
+        _ => target_text(file.as_bytes()),
     }
 }
 
@@ -182,14 +186,11 @@ impl Symbolizer {
     /// after it exits. Cheap to call again.
     pub fn prepare(&mut self, pid: u32) {
         if self.prepared.insert(pid) {
-            // Caching fails as a whole when a perf map is asked for and there is none: ask for
-            // it first (JIT runtimes), then for the mappings alone.
-            let with_perf_map = cache::Process::new(Pid::from(pid));
-            if self.blaze.cache(&Cache::Process(with_perf_map)).is_err() {
-                let mut vmas_only = cache::Process::new(Pid::from(pid));
-                vmas_only.cache_perf_map = false;
-                let _ = self.blaze.cache(&Cache::Process(vmas_only));
-            }
+            // The mappings only: the perf map, a file the target chooses, is read by
+            // `super::perfmap` (safely), never by blazesym.
+            let mut vmas_only = cache::Process::new(Pid::from(pid));
+            vmas_only.cache_perf_map = false;
+            let _ = self.blaze.cache(&Cache::Process(vmas_only));
         }
     }
 
@@ -207,27 +208,18 @@ impl Symbolizer {
         if raw.is_empty() {
             return Vec::new();
         }
-        let src = Source::Process(Process::new(Pid::from(pid)));
+        // Binaries through /proc/PID/map_files (the kernel's own link to the mapped file: no
+        // path the target could redirect; needs CAP_CHECKPOINT_RESTORE, which stallprobe
+        // keeps); never the perf map (see `prepare`).
+        let process = || {
+            let mut p = Process::new(Pid::from(pid));
+            p.perf_map = false;
+            p
+        };
+        let src = Source::Process(process());
         let addrs: Vec<u64> = raw.iter().map(|f| f.lookup).collect();
         let mut out = Vec::with_capacity(raw.len());
-        let mut batch = self.blaze.symbolize(&src, Input::AbsAddr(&addrs));
-        // /proc/PID/map_files needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE: without them,
-        // open the binaries by path instead.
-        let all_unknown = |b: &Result<Vec<Symbolized<'_>>, _>| {
-            b.as_ref()
-                .map(|v| v.iter().all(|s| matches!(s, Symbolized::Unknown(_))))
-                .unwrap_or(true)
-        };
-        if all_unknown(&batch) {
-            let mut by_path = Process::new(Pid::from(pid));
-            by_path.map_files = false;
-            let again = self
-                .blaze
-                .symbolize(&Source::Process(by_path), Input::AbsAddr(&addrs));
-            if !all_unknown(&again) {
-                batch = again;
-            }
-        }
+        let batch = self.blaze.symbolize(&src, Input::AbsAddr(&addrs));
         if let Ok(syms) = batch {
             for (rf, sym) in raw.iter().zip(syms) {
                 push_frames(&mut out, rf, &sym);
@@ -236,7 +228,7 @@ impl Symbolizer {
         }
         // One bad module (corrupt DWARF, say) fails the whole batch: go address by address,
         // and for an address that still fails, use the ELF symbol table alone.
-        let mut no_dwarf = Process::new(Pid::from(pid));
+        let mut no_dwarf = process();
         no_dwarf.debug_syms = false;
         let no_dwarf = Source::Process(no_dwarf);
         for rf in raw {
@@ -264,7 +256,7 @@ fn push_frames(out: &mut Vec<Frame>, rf: &RawFrame, sym: &Symbolized<'_>) {
             return;
         }
     };
-    let module = s.module.as_ref().map(|m| m.to_string_lossy().into_owned());
+    let module = s.module.as_ref().map(|m| target_text(m.as_bytes()));
     // blazesym reports the outer function `f` with the location of its call into the first
     // inlined function, and each inlined function with the location of its own call into the
     // next; the innermost's location is where the address really is. Print innermost first.
@@ -272,9 +264,9 @@ fn push_frames(out: &mut Vec<Frame>, rf: &RawFrame, sym: &Symbolized<'_>) {
     let loc = |ci: Option<&blazesym::symbolize::CodeInfo<'_>>| {
         ci.map(|c| (shorten_file(c.dir.as_deref(), &c.file), c.line.unwrap_or(0)))
     };
-    chain.push((demangle(&s.name), loc(s.code_info.as_deref())));
+    chain.push((clean(&demangle(&s.name)), loc(s.code_info.as_deref())));
     for f in s.inlined.iter() {
-        chain.push((demangle(&f.name), loc(f.code_info.as_ref())));
+        chain.push((clean(&demangle(&f.name)), loc(f.code_info.as_ref())));
     }
     for (i, (name, loc)) in chain.into_iter().enumerate().rev() {
         // glibc's syscall wrappers inline a helper of the same name: one frame is enough.
@@ -295,6 +287,7 @@ fn push_frames(out: &mut Vec<Frame>, rf: &RawFrame, sym: &Symbolized<'_>) {
             module: module.clone(),
             inlined: i > 0,
             offset: (i == 0).then_some(s.offset as u64),
+            lang: None,
         });
     }
 }

@@ -38,7 +38,10 @@ pub struct SectionData {
 impl Deref for SectionData {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        (*self.map).as_ref().get(self.start..self.end).unwrap_or(&[])
+        (*self.map)
+            .as_ref()
+            .get(self.start..self.end)
+            .unwrap_or(&[])
     }
 }
 
@@ -59,8 +62,7 @@ fn svma_of_mapping(segments: &[Segment], map_offset: u64) -> Option<u64> {
     let seg = segments
         .iter()
         .filter(|s| {
-            s.offset & !0xfff <= map_offset
-                && map_offset < s.offset.saturating_add(s.filesz.max(1))
+            s.offset & !0xfff <= map_offset && map_offset < s.offset.saturating_add(s.filesz.max(1))
         })
         .max_by_key(|s| (s.exec, s.offset))?;
     // p_vaddr + map_offset - p_offset, without overflow (the numbers come from the file).
@@ -93,7 +95,12 @@ pub struct ProcessUnwinder {
     pub failed: Vec<String>,
     /// Bumped whenever the mappings change (exec'd loader mapping libc, dlopen, JIT).
     pub maps_version: u64,
+    /// Instruction pointers found in no mapping even after reading the maps again: they do
+    /// not make every unwind re-read /proc/PID/maps (until the maps change). Bounded.
+    unmapped: std::collections::HashSet<u64>,
 }
+
+const MAX_UNMAPPED: usize = 1024;
 
 /// Upper bound on frames per stack (deep recursion stays bounded).
 pub const MAX_FRAMES: usize = 128;
@@ -108,6 +115,7 @@ impl ProcessUnwinder {
             maps: Vec::new(),
             failed: Vec::new(),
             maps_version: 0,
+            unmapped: Default::default(),
         };
         u.refresh();
         u
@@ -120,6 +128,7 @@ impl ProcessUnwinder {
         };
         if maps != self.maps {
             self.maps_version += 1;
+            self.unmapped.clear();
         }
         for m in maps.iter().filter(|m| m.is_exec() && m.is_file()) {
             if self.modules.get(&m.start) == Some(&m.end) {
@@ -140,12 +149,20 @@ impl ProcessUnwinder {
     }
 
     fn open(&self, m: &Mapping) -> Option<File> {
-        // map_files works for deleted binaries and across mount namespaces (needs CAP_SYS_ADMIN);
-        // the path through the target's root is the fallback.
+        // map_files is the kernel's own link to the mapped file: deleted binaries and other
+        // mount namespaces work, and the target cannot redirect it (needs
+        // CAP_CHECKPOINT_RESTORE). The fallback, the path as the target names it, is resolved
+        // inside the target's root, never outside it.
         let via_map_files = format!("/proc/{}/map_files/{:x}-{:x}", self.pid, m.start, m.end);
         File::open(via_map_files).ok().or_else(|| {
             let path = m.path.trim_end_matches(" (deleted)");
-            File::open(format!("/proc/{}/root{}", self.pid, path)).ok()
+            crate::target_fs::open_in_root(
+                self.pid,
+                std::path::Path::new(path),
+                u64::MAX,
+                crate::target_fs::Symlinks::Follow,
+            )
+            .ok()
         })
     }
 
@@ -162,8 +179,11 @@ impl ProcessUnwinder {
         if regs.ip == 0 {
             return Vec::new();
         }
-        if self.mapping_of(regs.ip).is_none() {
+        if self.mapping_of(regs.ip).is_none() && !self.unmapped.contains(&regs.ip) {
             self.refresh();
+            if self.mapping_of(regs.ip).is_none() && self.unmapped.len() < MAX_UNMAPPED {
+                self.unmapped.insert(regs.ip);
+            }
         }
         unwind_stack(&self.unwinder, &mut self.cache, regs, stack)
     }
@@ -195,7 +215,9 @@ pub fn unwind_stack(
     );
     while out.len() < MAX_FRAMES {
         match it.next() {
-            Ok(Some(FrameAddress::InstructionPointer(a))) => out.push(RawFrame { addr: a, lookup: a }),
+            Ok(Some(FrameAddress::InstructionPointer(a))) => {
+                out.push(RawFrame { addr: a, lookup: a })
+            }
             Ok(Some(FrameAddress::ReturnAddress(a))) => {
                 let a = a.get();
                 out.push(RawFrame {
@@ -347,7 +369,8 @@ pub fn eh_frame_hdr_ok(hdr: &[u8], hdr_svma: u64, eh_frame: &Range<u64>) -> bool
         let mut prev = i64::MIN;
         for e in table.chunks_exact(8).take(count) {
             let loc = i64::from(i32::from_le_bytes(e[..4].try_into().ok()?));
-            let fde = i128::from(hdr_svma) + i128::from(i32::from_le_bytes(e[4..].try_into().ok()?));
+            let fde =
+                i128::from(hdr_svma) + i128::from(i32::from_le_bytes(e[4..].try_into().ok()?));
             if loc < prev || fde < i128::from(eh_frame.start) || fde >= i128::from(eh_frame.end) {
                 return None;
             }

@@ -2,7 +2,7 @@
 //! forks and execs.
 
 use super::{
-    LiveEvent, MAX_SIGNALS, MAX_SLOW_CALLS, ProbeCommand, Tracker,
+    LiveEvent, MAX_SIGNALS, MAX_SLOW_CALLS, Tracker,
     facts::{describe_obs, wait_of_call},
     host::Host,
     process::ProcTrack,
@@ -36,8 +36,6 @@ impl Tracker {
                 ..
             } => {
                 if followed {
-                    self.commands
-                        .push(ProbeCommand::KernelAddedTarget(child_pid));
                     self.procs
                         .entry(child_pid)
                         .or_insert_with(|| ProcTrack::read(child_pid, host));
@@ -126,6 +124,8 @@ impl Tracker {
             if x.state.is_some() {
                 t.stats = x.state;
             }
+            let name = t.name.clone();
+            self.announce_exit(x.tid, name, x.ts_ns, after, live);
             return;
         }
         let mut t = match self.threads.remove(&x.tid) {
@@ -143,19 +143,29 @@ impl Tracker {
         if let Some(o) = t.obs.as_mut() {
             o.state = ThreadState::Exited;
         }
-        if self.shutdown_signal().is_some() {
-            self.add_timeline(
-                x.ts_ns,
-                format!("thread {} ({}) exited", x.tid, t.name),
-                Some(x.tid),
-            );
-            live.push(LiveEvent::ThreadExited {
-                tid: x.tid,
-                name: t.name.clone(),
-                after_signal_ms: after,
-            });
-        }
+        self.announce_exit(x.tid, t.name.clone(), x.ts_ns, after, live);
         self.retire(t);
+    }
+
+    /// After a shutdown signal, a thread's exit goes on the timeline and the live lines (once:
+    /// from its exit event, whether or not a look saw it gone first).
+    fn announce_exit(
+        &mut self,
+        tid: u32,
+        name: String,
+        ts_ns: u64,
+        after: Option<i64>,
+        live: &mut Vec<LiveEvent>,
+    ) {
+        if self.shutdown_signal().is_none() {
+            return;
+        }
+        self.add_timeline(ts_ns, format!("thread {tid} ({name}) exited"), Some(tid));
+        live.push(LiveEvent::ThreadExited {
+            tid,
+            name,
+            after_signal_ms: after,
+        });
     }
 
     fn slow_call(&mut self, sc: SlowCall, host: &mut dyn Host, live: &mut Vec<LiveEvent>) {

@@ -43,6 +43,10 @@ pub struct ThreadFacts {
     pub runnable_share: f64,
     /// The futex it last woke waiters on, and when (to the snapshot interval).
     pub last_wake: Option<LastWake>,
+    /// What the language runtime says about it (see [`crate::report::ThreadReport::lang_note`]).
+    pub lang_note: Option<String>,
+    /// Locks the runtime says it holds.
+    pub holds: Vec<String>,
 }
 
 #[cfg(test)]
@@ -69,6 +73,8 @@ impl ThreadFacts {
             spin_samples: Vec::new(),
             runnable_share: 0.0,
             last_wake: None,
+            lang_note: None,
+            holds: Vec::new(),
         }
     }
 }
@@ -189,6 +195,8 @@ impl Tracker {
                             addr: s.woke_addr,
                             at_ns: t.wakes.changed_ns,
                         }),
+                    lang_note: None,
+                    holds: Vec::new(),
                 }
             })
             .collect();

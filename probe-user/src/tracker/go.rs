@@ -109,6 +109,7 @@ fn frame(f: &GoFrame, bias: u64, exe: &str) -> Frame {
         module: Some(exe.to_string()),
         inlined: f.inlined,
         offset: None,
+        lang: None,
     }
 }
 

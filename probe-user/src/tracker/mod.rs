@@ -38,6 +38,9 @@ use crate::{
 const MAX_EXITED: usize = 2000;
 /// Timeline entries kept.
 const MAX_TIMELINE: usize = 2000;
+/// Exited processes kept for the report outside a shutdown episode (a sidecar watching a
+/// service that runs short-lived helpers for days); older ones are forgotten.
+const MAX_EXITED_PROCESSES: usize = 64;
 /// Shutdown signals kept (a flood of SIGHUPs must not grow memory).
 const MAX_SIGNALS: usize = 100;
 /// Keep at most this many slow calls with stacks in the report (all are counted).
@@ -57,8 +60,6 @@ pub struct TrackerConfig {
 pub enum ProbeCommand {
     /// The process is gone: its pid may be reused by an unrelated process.
     Untarget(u32),
-    /// The kernel side added this followed child to the target set by itself.
-    KernelAddedTarget(u32),
 }
 
 /// Live threads by state, and threads blocked past the threshold by (call, role).
@@ -97,6 +98,8 @@ pub struct Tracker {
     slow_calls: Vec<SlowCallReport>,
     slow_calls_total: u64,
     timeline: Vec<TimelineEvent>,
+    /// Timeline entries from before the shutdown signal dropped to keep it bounded.
+    timeline_dropped: u64,
     commands: Vec<ProbeCommand>,
     /// Goroutine looks of Go processes.
     go: BTreeMap<u32, go::GoTrack>,
@@ -123,6 +126,7 @@ impl Tracker {
             slow_calls: Vec::new(),
             slow_calls_total: 0,
             timeline: Vec::new(),
+            timeline_dropped: 0,
             commands: Vec::new(),
             go: BTreeMap::new(),
         }
@@ -131,6 +135,12 @@ impl Tracker {
     /// Watch process `pid` (already in the kernel's target set). The first one added is the
     /// report's target, and the watch counts from then.
     pub fn add_process(&mut self, pid: u32, now_ns: u64, host: &mut dyn Host) {
+        // An exited process's pid now names another process: start afresh.
+        if self.procs.get(&pid).is_some_and(|p| !p.alive()) {
+            self.procs.remove(&pid);
+            self.go.remove(&pid);
+            host.forget(pid);
+        }
         self.procs
             .entry(pid)
             .or_insert_with(|| ProcTrack::read(pid, host));
@@ -199,9 +209,14 @@ impl Tracker {
             .collect()
     }
 
-    /// Whether `pid` is watched (alive or not).
+    /// Whether `pid` is watched and alive (an exited one's pid may name a new process).
     pub fn watches(&self, pid: u32) -> bool {
-        self.procs.contains_key(&pid)
+        self.procs.get(&pid).is_some_and(ProcTrack::alive)
+    }
+
+    /// Processes known, alive and exited (bounded: see [`Tracker::forget_old_exits`]).
+    pub fn process_count(&self) -> usize {
+        self.procs.len()
     }
 
     /// Forget the shutdown episode just reported: signals, exited processes and threads,
@@ -211,6 +226,7 @@ impl Tracker {
         self.signals.clear();
         self.episode_pids = None;
         self.timeline.clear();
+        self.timeline_dropped = 0;
         self.slow_calls.clear();
         self.slow_calls_total = 0;
         self.exited.clear();
@@ -252,7 +268,22 @@ impl Tracker {
                 p.exited_ns = Some(last_thread_exit.unwrap_or(now_ns));
             }
         }
+        let at = last_thread_exit.unwrap_or(now_ns);
+        self.mark_threads_of_exited(pid, at);
         self.commands.push(ProbeCommand::Untarget(pid));
+    }
+
+    /// Threads of an exited process are exited, even if their exit events were missed.
+    fn mark_threads_of_exited(&mut self, pid: u32, at: u64) {
+        let tids: Vec<u32> = self
+            .threads
+            .values()
+            .filter(|t| t.pid == pid)
+            .map(|t| t.tid)
+            .collect();
+        for tid in tids {
+            self.mark_exited(tid, at);
+        }
     }
 
     /// The process the report is about: the one that got the shutdown signal (a sidecar
@@ -340,9 +371,9 @@ impl Tracker {
         &self.timeline
     }
 
-    /// Whether the timeline hit its cap.
+    /// Whether the timeline hit its cap (entries were dropped or refused).
     pub fn timeline_full(&self) -> bool {
-        self.timeline.len() >= MAX_TIMELINE
+        self.timeline_dropped > 0 || self.timeline.len() >= MAX_TIMELINE
     }
 
     /// Exited threads not listed (thread churn past the cap).
@@ -422,9 +453,40 @@ impl Tracker {
         }
     }
 
+    /// Add to the timeline. Full, it drops its oldest entry from before the shutdown signal
+    /// (days of a sidecar's history must not crowd out the episode); entries after the signal
+    /// are kept first come.
     fn add_timeline(&mut self, ts_ns: u64, text: String, tid: Option<u32>) {
-        if self.timeline.len() < MAX_TIMELINE {
-            self.timeline.push(TimelineEvent { ts_ns, text, tid });
+        if self.timeline.len() >= MAX_TIMELINE {
+            let signal = self.shutdown_signal().map(|s| s.ts_ns);
+            if signal.is_some_and(|s| self.timeline[0].ts_ns >= s) {
+                return;
+            }
+            self.timeline.remove(0);
+            self.timeline_dropped += 1;
+        }
+        self.timeline.push(TimelineEvent { ts_ns, text, tid });
+    }
+
+    /// Outside a shutdown episode, exited processes past [`MAX_EXITED_PROCESSES`] are
+    /// forgotten, oldest exit first (never the report's target).
+    fn forget_old_exits(&mut self) {
+        if self.shutdown_signal().is_some() {
+            return;
+        }
+        let mut exited: Vec<(u64, u32)> = self
+            .procs
+            .values()
+            .filter(|p| Some(p.pid) != self.main_pid)
+            .filter_map(|p| Some((p.exited_ns?, p.pid)))
+            .collect();
+        if exited.len() <= MAX_EXITED_PROCESSES {
+            return;
+        }
+        exited.sort_unstable();
+        for &(_, pid) in &exited[..exited.len() - MAX_EXITED_PROCESSES] {
+            self.procs.remove(&pid);
+            self.go.remove(&pid);
         }
     }
 

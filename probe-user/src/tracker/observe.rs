@@ -96,19 +96,13 @@ impl Tracker {
                 });
                 self.add_timeline(at, format!("process {pid} exited"), None);
             }
-            // Its pid may be reused by an unrelated process: stop probing it.
+            // Its pid may be reused by an unrelated process: stop probing it, and free what
+            // was loaded to read it (unwind tables, symbols, its pidfd).
             self.commands.push(ProbeCommand::Untarget(pid));
-            // Threads of an exited process are exited, even if we missed their events.
-            let tids: Vec<u32> = self
-                .threads
-                .values()
-                .filter(|t| t.pid == pid)
-                .map(|t| t.tid)
-                .collect();
-            for tid in tids {
-                self.mark_exited(tid, at);
-            }
+            host.forget(pid);
+            self.mark_threads_of_exited(pid, at);
         }
+        self.forget_old_exits();
     }
 
     fn observe_thread(

@@ -267,6 +267,40 @@ fn an_exit_event_completes_a_thread_already_seen_gone() {
 }
 
 #[test]
+fn an_exit_seen_by_a_look_first_is_still_announced_once() {
+    let mut host = FakeHost::default();
+    let mut t = tracker(&mut host);
+    let mut live = Vec::new();
+    t.observe(&[running(105)], 100 * MS, &mut host, &mut live);
+    t.handle_event(signal(120 * MS), 120 * MS, &mut host, &mut live);
+    host.dead_threads.insert(105);
+    t.observe(&[], 200 * MS, &mut host, &mut live);
+    t.handle_event(
+        Event::ThreadExit(ThreadExit {
+            tid: 105,
+            tgid: PID,
+            ts_ns: 150 * MS,
+            comm: "t105".into(),
+            state: None,
+        }),
+        250 * MS,
+        &mut host,
+        &mut live,
+    );
+    let exits = live
+        .iter()
+        .filter(|e| matches!(e, LiveEvent::ThreadExited { tid: 105, .. }))
+        .count();
+    assert_eq!(exits, 1, "{live:?}");
+    let on_timeline = t
+        .timeline()
+        .iter()
+        .filter(|e| e.text.starts_with("thread 105 "))
+        .count();
+    assert_eq!(on_timeline, 1, "{:?}", t.timeline());
+}
+
+#[test]
 fn thread_churn_keeps_memory_bounded_and_counts_what_it_drops() {
     let mut host = FakeHost::default();
     let mut t = tracker(&mut host);
@@ -307,10 +341,6 @@ fn followed_children_and_execs() {
         &mut live,
     );
     assert!(t.watches(200));
-    assert_eq!(
-        t.take_probe_commands(),
-        vec![ProbeCommand::KernelAddedTarget(200)]
-    );
     assert!(host.prepared.contains(&200));
     t.handle_event(
         Event::Exec {
@@ -358,6 +388,76 @@ fn reset_episode_forgets_the_shutdown_and_the_dead() {
     assert!(t.timeline().is_empty());
     assert!(!t.watches(PID), "an exited process is dropped");
     assert!(host.forgotten.contains(&PID));
+}
+
+#[test]
+fn an_exited_process_is_forgotten_at_once_and_its_reused_pid_starts_afresh() {
+    let mut host = FakeHost::default();
+    let mut t = tracker(&mut host);
+    let mut live = Vec::new();
+    t.add_process(300, 5 * MS, &mut host);
+    host.dead_processes.insert(300);
+    t.observe(&[], 20 * MS, &mut host, &mut live);
+    assert!(
+        host.forgotten.contains(&300),
+        "unwinders and symbols freed at the exit"
+    );
+    assert!(!t.watches(300), "an exited pid is not watched");
+    // The pid now names another process: it is read again, not taken for the old one.
+    host.dead_processes.remove(&300);
+    let prepared = host.prepared.iter().filter(|&&p| p == 300).count();
+    t.add_process(300, 30 * MS, &mut host);
+    assert!(t.watches(300));
+    assert_eq!(
+        host.prepared.iter().filter(|&&p| p == 300).count(),
+        prepared + 1
+    );
+    t.observe(&[], 40 * MS, &mut host, &mut live);
+    assert!(t.watches(300), "the new process is alive");
+}
+
+#[test]
+fn helper_churn_keeps_a_bounded_number_of_exited_processes() {
+    let mut host = FakeHost::default();
+    let mut t = tracker(&mut host);
+    let mut live = Vec::new();
+    for i in 0..1000u32 {
+        let pid = 1000 + i % 500; // pids come back
+        host.dead_processes.remove(&pid);
+        t.add_process(pid, u64::from(i) * MS, &mut host);
+        host.dead_processes.insert(pid);
+        t.observe(&[], u64::from(i) * MS + 1, &mut host, &mut live);
+    }
+    assert!(
+        t.process_count() <= MAX_EXITED_PROCESSES + 1,
+        "{} processes kept",
+        t.process_count()
+    );
+    assert!(t.watches(PID), "the target itself is never forgotten");
+}
+
+#[test]
+fn a_full_timeline_makes_room_for_the_shutdown() {
+    let mut host = FakeHost::default();
+    let mut t = tracker(&mut host);
+    let mut live = Vec::new();
+    // Days of helper exits before any signal fill the timeline.
+    for i in 0..(MAX_TIMELINE as u32 + 10) {
+        t.add_timeline(u64::from(i) * MS, format!("helper {i} exited"), None);
+    }
+    let at = (MAX_TIMELINE as u64 + 20) * MS;
+    t.handle_event(signal(at), at, &mut host, &mut live);
+    assert_eq!(t.timeline().len(), MAX_TIMELINE);
+    assert!(t.timeline_full());
+    assert!(
+        t.timeline().iter().any(|e| e.ts_ns == at),
+        "the signal is on the timeline"
+    );
+    // After the signal, the episode's first entries are kept over later ones.
+    for i in 0..(MAX_TIMELINE as u64 + 10) {
+        t.add_timeline(at + i + 1, "after".into(), None);
+    }
+    assert!(t.timeline().iter().any(|e| e.ts_ns == at));
 }
 
 mod go {
@@ -475,4 +575,25 @@ mod go {
         );
         assert!(t.goroutine_facts(&[], 2_000 * MS).is_empty());
     }
+}
+
+#[test]
+fn a_reaped_child_leaves_no_thread_blocked_even_without_their_exit_events() {
+    // `run` reaps its command before the tracker saw every thread's exit event: the report
+    // must not show a thread of an exited process as still blocked.
+    let mut host = FakeHost::default();
+    let mut t = tracker(&mut host);
+    let mut live = Vec::new();
+    let epoll = (Call::EpollWait, 4, 0, 100 * MS);
+    t.observe(
+        &[running(PID), asleep(101, Some(epoll), 1)],
+        800 * MS,
+        &mut host,
+        &mut live,
+    );
+    t.note_exit_status(PID, Some(0), None, 900 * MS);
+    let facts = facts_of(&t, 1000 * MS, &host);
+    assert_eq!(facts[&101].state, ThreadState::Exited, "{:?}", facts[&101]);
+    assert!(facts.values().all(|f| f.state == ThreadState::Exited));
+    assert!(t.all_exited());
 }

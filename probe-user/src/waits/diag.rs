@@ -145,10 +145,10 @@ fn parse_msg(body: &[u8]) -> Option<UnixDiag> {
 pub fn unix_name(raw: &[u8]) -> String {
     if raw.first() == Some(&0) {
         let s: Vec<u8> = raw.iter().map(|&b| if b == 0 { b'@' } else { b }).collect();
-        String::from_utf8_lossy(&s).into_owned()
+        crate::report::target_text(&s)
     } else {
         let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-        String::from_utf8_lossy(&raw[..end]).into_owned()
+        crate::report::target_text(&raw[..end])
     }
 }
 

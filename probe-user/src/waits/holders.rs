@@ -68,11 +68,7 @@ impl Found {
             let comm = self
                 .comms
                 .entry(pid)
-                .or_insert_with(|| {
-                    fs::read_to_string(format!("/proc/{pid}/comm"))
-                        .map(|s| s.trim_end_matches('\n').to_string())
-                        .unwrap_or_else(|_| "?".into())
-                })
+                .or_insert_with(|| crate::procfs::read_comm(pid, pid).unwrap_or_else(|| "?".into()))
                 .clone();
             out.push(Holder { pid, comm, fd, end });
         }
@@ -101,7 +97,7 @@ pub fn scan(wanted: &Wanted) -> Found {
             Ok(d) => d,
             Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
                 // A zombie or exiting process can refuse too: only count it when still alive.
-                if crate::procfs::process_alive(pid) {
+                if crate::procfs::process_alive(pid, None) {
                     found.complete = false;
                 }
                 continue;

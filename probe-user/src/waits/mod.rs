@@ -561,7 +561,7 @@ fn sock_proto_name(pid: u32, fd: u64) -> Option<String> {
     }
     let raw = &buf[..n as usize];
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    Some(String::from_utf8_lossy(&raw[..end]).into_owned()).filter(|s| !s.is_empty())
+    Some(crate::report::target_text(&raw[..end])).filter(|s| !s.is_empty())
 }
 
 fn is_tty(path: &str) -> bool {

@@ -85,9 +85,16 @@ pub fn measure(tools: &Tools, goroutines: u64, runs: usize) -> Result<Goroutines
         let r: Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
         let total = r["goroutines_total"].as_u64().unwrap_or(0);
         if total < goroutines {
-            bail!("stallprobe read {total} goroutines of {goroutines}: {}", r["notes"]);
+            bail!(
+                "stallprobe read {total} goroutines of {goroutines}: {}",
+                r["notes"]
+            );
         }
-        read_ms.push(r["session"]["goroutine_read_ms"].as_u64().unwrap_or(u64::MAX));
+        read_ms.push(
+            r["session"]["goroutine_read_ms"]
+                .as_u64()
+                .unwrap_or(u64::MAX),
+        );
         rss.push(r["session"]["peak_rss_kb"].as_u64().unwrap_or(0));
     }
     target.kill();

@@ -25,6 +25,10 @@ pub enum Config {
     Stallprobe,
     /// The same with `--hook tracepoint`.
     StallprobeTp,
+    /// The same with `--hook fentry` (the hook comparison, `bench --hooks`).
+    StallprobeFentry,
+    /// The same with `--hook raw` (the hook comparison, `bench --hooks`).
+    StallprobeRaw,
     /// stallprobe watching an idle process: what every other process on the host pays.
     StallprobeOther,
     Bpftrace,
@@ -41,11 +45,32 @@ impl Config {
         Config::Offcputime,
     ];
 
+    /// The hook comparison (`bench --hooks`, and in the kernel matrix's guests): no probes, and
+    /// stallprobe on the target with each hook.
+    pub const HOOKS: [Config; 4] = [
+        Config::Baseline,
+        Config::StallprobeFentry,
+        Config::StallprobeRaw,
+        Config::StallprobeTp,
+    ];
+
+    /// The `--hook` this configuration passes to stallprobe (None: the default, auto).
+    fn hook(self) -> Option<&'static str> {
+        match self {
+            Config::StallprobeTp => Some("tracepoint"),
+            Config::StallprobeFentry => Some("fentry"),
+            Config::StallprobeRaw => Some("raw"),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Config::Baseline => "baseline",
             Config::Stallprobe => "stallprobe",
             Config::StallprobeTp => "stallprobe-tp",
+            Config::StallprobeFentry => "stallprobe-fentry",
+            Config::StallprobeRaw => "stallprobe-raw",
             Config::StallprobeOther => "stallprobe-other",
             Config::Bpftrace => "bpftrace",
             Config::Offcputime => "offcputime",
@@ -60,6 +85,12 @@ impl Config {
                 "stallprobe --pid TARGET --threshold 500ms --format json -o FILE (default --hook auto)"
             }
             Config::StallprobeTp => "the same with --hook tracepoint (syscalls:sys_{enter,exit}_*)",
+            Config::StallprobeFentry => {
+                "the same with --hook fentry (fentry/fexit on each probed syscall)"
+            }
+            Config::StallprobeRaw => {
+                "the same with --hook raw (raw tracepoints sys_enter/sys_exit)"
+            }
             Config::StallprobeOther => {
                 "stallprobe attached to an idle `sleep` instead: the cost to the rest of the host"
             }
@@ -173,7 +204,11 @@ impl Tools {
         let mut idle = None;
         let (tool, attach_secs) = match c {
             Config::Baseline => (None, None),
-            Config::Stallprobe | Config::StallprobeTp | Config::StallprobeOther => {
+            Config::Stallprobe
+            | Config::StallprobeTp
+            | Config::StallprobeOther
+            | Config::StallprobeFentry
+            | Config::StallprobeRaw => {
                 let pid = if c == Config::StallprobeOther {
                     let sleeper = Proc::spawn(
                         "sleep",
@@ -186,8 +221,7 @@ impl Tools {
                 } else {
                     target
                 };
-                let hook = (c == Config::StallprobeTp).then_some("tracepoint");
-                let (p, secs) = self.start_stallprobe(pid, hook, &report)?;
+                let (p, secs) = self.start_stallprobe(pid, c.hook(), &report)?;
                 (Some(p), Some(secs))
             }
             Config::Bpftrace => {
@@ -347,9 +381,11 @@ impl Attached {
             l.finish(Duration::from_secs(2));
         }
         out.saw = match self.config {
-            Config::Stallprobe | Config::StallprobeTp | Config::StallprobeOther => {
-                stallprobe_saw(&self.report)
-            }
+            Config::Stallprobe
+            | Config::StallprobeTp
+            | Config::StallprobeOther
+            | Config::StallprobeFentry
+            | Config::StallprobeRaw => stallprobe_saw(&self.report),
             Config::Bpftrace => tool.stdout.as_ref().map(|l| {
                 json!({ "threads_with_histograms":
                     l.seen.iter().filter(|s| s.starts_with("@h[")).count() })

@@ -19,6 +19,8 @@ use crate::report::Counters;
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub processes: u64,
+    /// Processes with state kept: (records, loaded unwind tables and symbols).
+    pub tracked: (usize, usize),
     /// Live threads by state.
     pub threads: BTreeMap<&'static str, u64>,
     /// Threads blocked past the threshold, by (call, role).
@@ -38,6 +40,7 @@ impl Default for Snapshot {
     fn default() -> Self {
         Snapshot {
             processes: 0,
+            tracked: (0, 0),
             threads: BTreeMap::new(),
             blocked: BTreeMap::new(),
             calls: [CallStats {
@@ -89,6 +92,18 @@ pub fn render(s: &Snapshot, unit: &str) -> String {
     let _ = writeln!(o, "# HELP stallprobe_processes Watched processes alive.");
     let _ = writeln!(o, "# TYPE stallprobe_processes gauge");
     let _ = writeln!(o, "stallprobe_processes{} {}", lbl(""), s.processes);
+    let _ = writeln!(
+        o,
+        "# HELP stallprobe_tracked_processes Processes stallprobe keeps state for: records (alive, and exited ones kept for the next report) and loaded (unwind tables, symbols). Bounded."
+    );
+    let _ = writeln!(o, "# TYPE stallprobe_tracked_processes gauge");
+    for (what, n) in [("records", s.tracked.0), ("loaded", s.tracked.1)] {
+        let _ = writeln!(
+            o,
+            "stallprobe_tracked_processes{} {n}",
+            lbl(&format!("what=\"{what}\""))
+        );
+    }
     let _ = writeln!(o, "# HELP stallprobe_threads Watched threads by state.");
     let _ = writeln!(o, "# TYPE stallprobe_threads gauge");
     for st in ["blocked", "running", "sleeping"] {
@@ -218,28 +233,45 @@ pub fn render(s: &Snapshot, unit: &str) -> String {
     o
 }
 
-/// Serve `text` (updated by the caller) on `addr` until the runtime stops.
+/// Connections served at once; more wait in the listen backlog (they hold no fd of ours).
+const MAX_CONNECTIONS: usize = 64;
+/// A request must arrive whole within this, and be at most this big.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const MAX_REQUEST: usize = 4096;
+
+/// Serve `text` (updated by the caller) on `addr` until the runtime stops. Bounded, so that a
+/// flood of connections cannot take the file descriptors the watch itself needs: at most
+/// [`MAX_CONNECTIONS`] at once, each with a size and time limit; accept errors (EMFILE) back
+/// off instead of spinning.
 pub async fn serve(addr: &str, text: Arc<Mutex<String>>) -> std::io::Result<std::net::SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
+        let mut backoff = std::time::Duration::from_millis(10);
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                continue;
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let mut sock = match listener.accept().await {
+                Ok((sock, _)) => {
+                    backoff = std::time::Duration::from_millis(10);
+                    sock
+                }
+                Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                    continue;
+                }
             };
             let text = text.clone();
             tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let n = match tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    sock.read(&mut buf),
-                )
-                .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
+                let _slot = slot;
+                let Ok(Some(req)) =
+                    tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut sock)).await
+                else {
+                    return;
                 };
-                let req = String::from_utf8_lossy(&buf[..n]);
                 let path = req.split_whitespace().nth(1).unwrap_or("");
                 let (status, ctype, body) = if req.starts_with("GET ")
                     && (path == "/metrics" || path.starts_with("/metrics?"))
@@ -257,12 +289,35 @@ pub async fn serve(addr: &str, text: Arc<Mutex<String>>) -> std::io::Result<std:
                     "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
-                let _ = sock.write_all(resp.as_bytes()).await;
-                let _ = sock.shutdown().await;
+                let _ = tokio::time::timeout(REQUEST_TIMEOUT, async {
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                })
+                .await;
             });
         }
     });
     Ok(local)
+}
+
+/// The request head (up to the blank line), at most [`MAX_REQUEST`] bytes; `None` if the
+/// client closes first or sends more.
+async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    loop {
+        let n = sock.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return (!buf.is_empty()).then(|| String::from_utf8_lossy(&buf).into_owned());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            return Some(String::from_utf8_lossy(&buf).into_owned());
+        }
+        if buf.len() > MAX_REQUEST {
+            return None;
+        }
+    }
 }
 
 #[cfg(test)]

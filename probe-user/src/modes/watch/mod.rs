@@ -21,7 +21,7 @@ use clap::Args;
 pub use scope::Scope;
 
 use super::{
-    event_loop::{self, Mode, StopSignals, drop_privileges_or_warn},
+    event_loop::{self, Mode, StopSignals, drop_privileges},
     options::CommonOptions,
 };
 use crate::{
@@ -171,6 +171,7 @@ impl Mode for WatchMode<'_> {
             let census = session.census();
             let snap = metrics::Snapshot {
                 processes: session.tracker().live_pids().len() as u64,
+                tracked: session.tracked_processes(),
                 threads: census.threads,
                 blocked: census.blocked,
                 calls: session.tracker().total_stats(),
@@ -213,11 +214,15 @@ pub async fn run(args: WatchArgs) -> Result<i32, StallError> {
         )));
     }
     let mut stops = StopSignals::install()?;
+    // A sidecar holds a pidfd per watched process and a socket per metrics client:
+    // the soft descriptor limit (often 1024) is raised to the hard one.
+    raise_open_files_limit();
     let mut session = Session::attach(session_opts)?;
+    // Nothing of the targets is read before the privileges are dropped.
+    drop_privileges(&[])?;
     for pid in scope.pids() {
         let _ = session.add_process(pid);
     }
-    drop_privileges_or_warn(opts.quiet);
 
     let journal = journal::Journal::connect();
     if journal.is_none() && !opts.quiet {
@@ -266,4 +271,14 @@ pub async fn run(args: WatchArgs) -> Result<i32, StallError> {
         n.send("STOPPING=1");
     }
     Ok(0)
+}
+
+/// Soft RLIMIT_NOFILE up to the hard limit; a failure only leaves the default.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
 }

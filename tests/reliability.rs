@@ -755,18 +755,15 @@ open(sys.argv[2], 'wb').write(b)
     dst
 }
 
-/// `stallprobe run` on a patched deadlock workload: no panic, a report with a verdict (exit 0
-/// or 1, not 2 or 101), the threads listed. Returns the report.
+/// `stallprobe run` on a patched deadlock workload: no panic, the report and verdict the
+/// unpatched one gets (stalled, exit 1, both lockers and the joining main flagged), every
+/// thread with a stack. Returns the report.
 fn run_patched(tag: &str, bin: &std::path::Path) -> serde_json::Value {
     require_root();
-    let (run, report) = run_and_stop(tag, &[bin.to_str().unwrap()], "1s", "1s", RUN);
+    let (run, report) = run_and_stop(tag, &[bin.to_str().unwrap()], "2s", "2s", RUN);
     no_panic(&run);
-    assert!(
-        matches!(run.code, 0 | 1),
-        "{tag}: exit {} (0/1 wanted)\n{}",
-        run.code,
-        run.stderr
-    );
+    assert_stalled(&run, &report);
+    assert_flagged_exactly(&report, &["locker-a", "locker-b", "main"]);
     for name in ["main", "locker-a", "locker-b"] {
         let t = thread(&report, name);
         assert!(

@@ -34,6 +34,8 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("python_layout", python_layout),
     ("python_elf", python_elf),
     ("java_dump", java_dump),
+    ("perf_map", perf_map),
+    ("broker_answer", broker_answer),
 ];
 
 fn text(data: &[u8]) -> Cow<'_, str> {
@@ -340,10 +342,13 @@ pub fn python_layout(data: &[u8]) {
             .threads
             .iter()
             .filter_map(|t| t.tid)
-            .map(|t| (t, t + 1))
+            .map(|t| (t, t.wrapping_add(1)))
             .collect();
         s.map_tids(&map);
         let _ = s.why_no_frames(1);
+        // The snapshot merged into threads as the report does it, then the lock graph.
+        let tids: Vec<u32> = s.threads.iter().filter_map(|t| t.tid).take(64).collect();
+        merge_runtime(tids, crate::assemble::RuntimeView::Python(s));
     }
     for kind in [
         probe_lang::python::layout::LineTableKind::Lnotab,
@@ -385,6 +390,72 @@ pub fn java_dump(data: &[u8]) {
     }
     let _ = attach::parse_status(1, &s);
     let _ = attach::attach_disabled(data, data);
+    // The dump merged into threads named by its nids, as the report does it; the lock graph.
+    let tids: Vec<u32> = d.threads.iter().filter_map(|t| t.nid).take(64).collect();
+    merge_runtime(tids, crate::assemble::RuntimeView::Java(d));
+}
+
+/// Threads `tids` of process 1 as the tracker holds them (blocked on a futex, a native stack
+/// through CPython's eval loop and a JVM's JIT code), with `view` merged into them
+/// ([`crate::assemble::lang::apply`]: language frames, GIL and monitor owners), then the
+/// deadlock search over the result.
+fn merge_runtime(tids: Vec<u32>, view: crate::assemble::RuntimeView) {
+    use crate::report::{Frame, ThreadState, Wait};
+    let native = |f: Option<&str>, m: &str| Frame {
+        function: f.map(str::to_string),
+        module: Some(m.into()),
+        ..Frame::default()
+    };
+    let (libc, py, jvm) = ("/lib/libc.so.6", "/lib/libpython3.11.so", "/lib/libjvm.so");
+    let stack = vec![
+        native(Some("__futex_abstimed_wait_common"), libc),
+        native(Some("take_gil"), py),
+        native(Some("_PyEval_EvalFrameDefault"), py),
+        native(Some("_PyEval_EvalFrameDefault"), py),
+        native(Some("ObjectMonitor::enter(JavaThread*)"), jvm),
+        native(None, "?"),
+        native(None, "?"),
+        native(
+            Some("JavaCalls::call_helper(JavaValue*, methodHandle const&)"),
+            jvm,
+        ),
+        native(Some("start_thread"), libc),
+    ];
+    let mut facts: Vec<crate::tracker::ThreadFacts> = tids
+        .iter()
+        .enumerate()
+        .map(|(i, &tid)| {
+            let mut t =
+                crate::tracker::ThreadFacts::new(1, tid, format!("t{i}"), ThreadState::Blocked);
+            t.stack = stack.clone();
+            t.wait = Some(Wait::futex(
+                0x7f00_0000_1000,
+                "FUTEX_WAIT".into(),
+                None,
+                Some(0),
+            ));
+            t
+        })
+        .collect();
+    let views = std::collections::BTreeMap::from([(1, view)]);
+    let _ = crate::assemble::lang::apply(&mut facts, &views);
+    let _ = crate::locks::find_cycles(&facts);
+}
+
+/// A JIT runtime's perf map ([`stack::perfmap`]): the file's lines, then lookups at addresses
+/// from the input.
+pub fn perf_map(data: &[u8]) {
+    assert!(stack::perfmap::parse(data).len() <= stack::perfmap::MAX_ENTRIES);
+    let m = stack::perfmap::PerfMap::from_bytes(data);
+    for w in tail_words(data, 4) {
+        let _ = m.lookup(w);
+    }
+}
+
+/// What the JVM attach broker reads: a worker's answer (the worker runs as the JVM's user) and
+/// a request line.
+pub fn broker_answer(data: &[u8]) {
+    crate::attach_broker::parse_untrusted(data);
 }
 
 #[cfg(test)]

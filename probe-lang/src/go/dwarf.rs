@@ -13,7 +13,7 @@ use super::{
 };
 
 /// Most bytes a binary's compressed DWARF sections may inflate to, all together: the same
-/// allowance stallprobe gives every file it reads (docs/security-fuzzing.md). Past it the
+/// allowance stallprobe gives every file it reads (docs/security.md, "Malformed input"). Past it the
 /// DWARF is not used (a note says so) and the layouts come from the type descriptors.
 pub(crate) const MAX_INFLATED: u64 = 256 << 20;
 /// Most bytes reserved up front for one section: its stated size is the file's word.

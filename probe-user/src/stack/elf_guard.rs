@@ -1,7 +1,7 @@
 //! Checking a target's ELF files before blazesym parses them, and a symbol-table-only resolver
 //! for the files that fail the check.
 //!
-//! What blazesym 0.2.7 does with a file it is handed (see `docs/security-fuzzing.md`):
+//! What blazesym 0.2.7 does with a file it is handed (see `docs/security.md` ("Malformed input")):
 //!
 //! - a section with `SHF_COMPRESSED` (zlib; `.debug_*` in practice) is inflated into
 //!   `Vec::with_capacity(ch_size)`, `ch_size` read from the file, then `read_to_end` with no

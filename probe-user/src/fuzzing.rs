@@ -19,9 +19,12 @@ use probe_ebpf::UserRegs;
 
 use crate::{events, procfs, stack, waits};
 
+/// A fuzz target's code: any bytes in, nothing out; it must not panic, hang or balloon.
+pub type Target = fn(&[u8]);
+
 /// Every fuzz target: (name, function). The name is the file in `fuzz/fuzz_targets/` and the
 /// directory in `fuzz/corpus/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("decode_event", decode_event),
     ("decode_snapshot", decode_snapshot),
     ("procfs", procfs),
@@ -185,7 +188,6 @@ pub fn elf_unwind(data: &[u8]) {
             ip,
             sp,
             bp: sp + words[4] % 4096,
-            ..UserRegs::default()
         };
         let frames = stack::unwind::unwind_stack(&unwinder, &mut cache, regs, &stack_mem);
         assert!(frames.len() <= stack::unwind::MAX_FRAMES);
@@ -529,7 +531,6 @@ mod tests {
             ip: 0x7f00_0009_1a2b,
             sp: 0x7ffd_0000_1f10,
             bp: 0x7ffd_0000_1f60,
-            ..UserRegs::default()
         };
         let head = SlowCallHead {
             hdr: hdr(event_kind::SLOW_CALL),
@@ -589,7 +590,6 @@ mod tests {
             last_arrival: 5_000,
             reader_arrival: 9_000,
             now_ns: 1_000_000,
-            ..TaskRecord::default()
         };
         let mut snap = bytes_of(&rec(4242, 0, 0));
         snap.extend(bytes_of(&rec(4243, STATE_FULL, 3)));

@@ -80,12 +80,15 @@ fn install_cargo_fuzz() -> Result<()> {
     )
 }
 
+/// How setup installs something missing.
+pub type Fix = Box<dyn Fn() -> Result<()>>;
+
 /// What `cargo xtask setup` should install for fuzzing: (what, fix), when it is missing.
-pub fn missing() -> Option<(String, Box<dyn Fn() -> Result<()>>)> {
+pub fn missing() -> Option<(String, Fix)> {
     (!cargo_fuzz_ok()).then(|| {
         (
             format!("cargo-fuzz {CARGO_FUZZ_VERSION} (`cargo xtask fuzz`, the soak run)"),
-            Box::new(install_cargo_fuzz) as Box<dyn Fn() -> Result<()>>,
+            Box::new(install_cargo_fuzz) as Fix,
         )
     })
 }

@@ -55,9 +55,11 @@ fn dispatch(
     let Err(why) = g.cache.check(&p.maps_file, &p.symbolic_path) else {
         return Ok(None);
     };
+    // Both name target files: escaped like everything else the target chose.
     let note = format!(
-        "{}: named from its symbol table only, without DWARF ({why})",
-        p.symbolic_path.display()
+        "{}: named from its symbol table only, without DWARF ({})",
+        target_text(p.symbolic_path.as_os_str().as_bytes()),
+        clean(&why)
     );
     if g.notes.len() < MAX_GUARD_NOTES && !g.notes.contains(&note) {
         g.notes.push(note);

@@ -34,6 +34,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("elf_guard", elf_guard),
     ("elf_symbolize", elf_symbolize),
     ("go_binary", go_binary),
+    ("go_tables", go_tables),
     ("python_layout", python_layout),
     ("python_elf", python_elf),
     ("java_dump", java_dump),
@@ -318,6 +319,12 @@ pub fn go_binary(data: &[u8]) {
         stacks: true,
     };
     let _ = GoReader::new(&bin, 0).snapshot(&mem, limits);
+}
+
+/// Go's pclntab and build info on their own ([`probe_lang::go::fuzz_tables`]): many more
+/// inputs a second than [`go_binary`], which parses a whole executable first.
+pub fn go_tables(data: &[u8]) {
+    probe_lang::go::fuzz_tables(data);
 }
 
 /// Where the made-up `_PyRuntime` is.

@@ -420,4 +420,82 @@ mod tests {
     fn no_segment() {
         assert_eq!(svma_of_mapping(&[seg(0, 0x100, 0, true)], 0x5000), None);
     }
+
+    #[test]
+    fn segment_numbers_near_the_top_do_not_overflow() {
+        let segs = [seg(u64::MAX - 0x10, u64::MAX, u64::MAX, true)];
+        assert_eq!(svma_of_mapping(&segs, u64::MAX - 0x8), None);
+        let segs = [seg(0x1000, 0x100, u64::MAX - 0x10, true)];
+        assert_eq!(svma_of_mapping(&segs, 0x1000), Some(u64::MAX - 0x10));
+        assert_eq!(svma_of_mapping(&segs, 0x10ff), None);
+    }
+
+    /// This test binary's `.eh_frame_hdr` and `.eh_frame`: (header bytes, header address,
+    /// `.eh_frame`'s address range).
+    fn own_eh_frame_hdr() -> (Vec<u8>, u64, Range<u64>) {
+        use object::{Object, ObjectSection};
+        let data = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let obj = object::File::parse(&data[..]).unwrap();
+        let hdr = obj.section_by_name(".eh_frame_hdr").unwrap();
+        let eh = obj.section_by_name(".eh_frame").unwrap();
+        (
+            hdr.data().unwrap().to_vec(),
+            hdr.address(),
+            eh.address()..eh.address() + eh.size(),
+        )
+    }
+
+    #[test]
+    fn a_consistent_eh_frame_hdr_is_used() {
+        let (hdr, at, eh) = own_eh_frame_hdr();
+        assert!(eh_frame_hdr_ok(&hdr, at, &eh));
+    }
+
+    #[test]
+    fn an_out_of_range_eh_frame_hdr_is_not_used() {
+        let (hdr, at, eh) = own_eh_frame_hdr();
+        assert_eq!(hdr[3], DW_EH_PE_DATAREL_SDATA4, "usual table encoding");
+        let patched = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut h = hdr.clone();
+            f(&mut h);
+            eh_frame_hdr_ok(&h, at, &eh)
+        };
+        // eh_frame_ptr 1 GiB away (what tests/reliability.rs does to a real binary).
+        assert!(!patched(
+            &|h| h[4..8].copy_from_slice(&0x4000_0000i32.to_le_bytes())
+        ));
+        // An FDE pointer before .eh_frame, and one past it.
+        assert!(!patched(
+            &|h| h[16..20].copy_from_slice(&i32::MIN.to_le_bytes())
+        ));
+        assert!(!patched(
+            &|h| h[16..20].copy_from_slice(&i32::MAX.to_le_bytes())
+        ));
+        // A count larger than the table, or than any binary has; a table out of order.
+        assert!(!patched(
+            &|h| h[8..12].copy_from_slice(&u32::MAX.to_le_bytes())
+        ));
+        assert!(!patched(&|h| h.truncate(h.len() - 8)));
+        assert!(!patched(
+            &|h| h[12..16].copy_from_slice(&i32::MAX.to_le_bytes())
+        ));
+        // Version and encodings it does not know; nothing at all.
+        assert!(!patched(&|h| h[0] = 2));
+        assert!(!patched(&|h| h[1] = 0x80));
+        assert!(!eh_frame_hdr_ok(&[], at, &eh));
+        assert!(!eh_frame_hdr_ok(&hdr, u64::MAX - 2, &eh));
+    }
+
+    #[test]
+    fn module_from_elf_takes_what_the_file_holds_and_nothing_else() {
+        let exe: ElfBytes = Arc::new(std::fs::read(std::env::current_exe().unwrap()).unwrap());
+        // This binary mapped at some address: a module. Garbage and a truncated copy: none
+        // or one without the sections past the end, never a panic.
+        let at = 0x5555_0000_0000..0x5555_1000_0000;
+        assert!(module_from_elf(exe.clone(), "self".into(), at.clone(), 0).is_some());
+        let garbage: ElfBytes = Arc::new(vec![0x7fu8; 4096]);
+        assert!(module_from_elf(garbage, "garbage".into(), at.clone(), 0).is_none());
+        let short: ElfBytes = Arc::new((*exe).as_ref()[..8192].to_vec());
+        let _ = module_from_elf(short, "short".into(), at, 0);
+    }
 }

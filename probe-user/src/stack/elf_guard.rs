@@ -26,7 +26,6 @@
 use std::{
     collections::HashMap,
     ffi::{OsStr, OsString},
-    fs::File,
     io,
     os::unix::{ffi::OsStrExt, fs::MetadataExt},
     path::{Path, PathBuf},
@@ -259,17 +258,24 @@ pub fn link_candidates(linker: &Path, linkee: &OsStr, build_id: Option<&[u8]>) -
 /// A file by path, if it exists: its identity and bytes. Err when it exists but is not a
 /// regular file (blazesym would map a device or wait on a FIFO) or cannot be mapped.
 fn map_file(path: &Path) -> Result<Option<(FileId, memmap2::Mmap)>, Unsafe> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
+    use std::os::unix::fs::OpenOptionsExt;
+    // Opened without blocking (a FIFO swapped in after a check would block a plain open), and
+    // judged by what was opened, not by a second look at the path.
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(_) => return Ok(None), // blazesym cannot open it either
+    };
+    let Ok(meta) = file.metadata() else {
+        return Ok(None);
     };
     if !meta.is_file() {
         return Err(format!("{} is not a regular file", path.display()));
     }
-    let Ok(file) = File::open(path) else {
-        return Ok(None);
-    };
     // SAFETY: read-only private mapping; see stack::unwind for the caveat.
     let map = unsafe { memmap2::Mmap::map(&file) }
         .map_err(|e| format!("{}: cannot be mapped ({e})", path.display()))?;

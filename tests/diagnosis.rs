@@ -145,25 +145,7 @@ fn pi_mutex_owner_comes_from_the_futex_word() {
 #[test]
 fn jvm_monitor_deadlock_and_blocked_shutdown_hook() {
     require_root();
-    let classes = build_java("Deadlock");
-    let run = stallprobe(
-        &[
-            "run",
-            "--stop-after",
-            "3s",
-            "--grace",
-            "2s",
-            "--format",
-            "json",
-            "--quiet",
-            "--",
-            "java",
-            "-cp",
-            classes.to_str().unwrap(),
-            "Deadlock",
-        ],
-        RUN,
-    );
+    let run = run_jvm_deadlock(&[]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     let r = run.json();
     assert_eq!(r["target"]["runtime"], "jvm");

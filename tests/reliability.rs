@@ -107,7 +107,7 @@ fn target_that_execs() {
     let w = start(&build_c("exec_later"), &[foundation.to_str().unwrap()]);
     let pid = w.pid().to_string();
     let run = stallprobe(
-        &["--pid", &pid, "--duration", "4s", "--format", "json"],
+        &["--pid", &pid, "--duration", "5s", "--format", "json"],
         RUN,
     );
     no_panic(&run);
@@ -144,7 +144,7 @@ fn forked_children_followed_or_listed() {
         let w = start(&bin, &["--ready"]);
         let pid = w.pid().to_string();
         let run = stallprobe(
-            &["--pid", &pid, "--duration", "2s", "--format", "json"],
+            &["--pid", &pid, "--duration", "4s", "--format", "json"],
             RUN,
         );
         no_panic(&run);
@@ -177,7 +177,7 @@ fn forked_children_followed_or_listed() {
                 "run",
                 "--follow-children",
                 "--stop-after",
-                "2s",
+                "4s",
                 "--grace",
                 "1s",
                 "--format",

@@ -252,26 +252,8 @@ fn jvm_thread_names(pid: u32) -> Vec<String> {
 #[test]
 fn a_stalled_jvm_shows_java_frames_monitors_and_the_deadlock_cycle() {
     require_root();
-    let classes = build_java("Deadlock");
     let src = repo_root().join("tests/workloads/java/Deadlock.java");
-    let run = stallprobe(
-        &[
-            "run",
-            "--stop-after",
-            "3s",
-            "--grace",
-            "2s",
-            "--format",
-            "json",
-            "--quiet",
-            "--",
-            "java",
-            "-cp",
-            classes.to_str().unwrap(),
-            "Deadlock",
-        ],
-        RUN,
-    );
+    let run = run_jvm_deadlock(&[]);
     let r = run.json();
     assert_stalled(&run, &r);
     assert_eq!(flagged_names(&r), ["locker-a", "locker-b", "shutdown-hook"]);
@@ -427,26 +409,7 @@ fn a_jvm_is_attached_to_only_when_judged_stalled_or_asked() {
 #[test]
 fn no_runtime_attach_leaves_a_stalled_jvm_alone() {
     require_root();
-    let classes = build_java("Deadlock");
-    let run = stallprobe(
-        &[
-            "run",
-            "--stop-after",
-            "3s",
-            "--grace",
-            "2s",
-            "--no-runtime-attach",
-            "--format",
-            "json",
-            "--quiet",
-            "--",
-            "java",
-            "-cp",
-            classes.to_str().unwrap(),
-            "Deadlock",
-        ],
-        RUN,
-    );
+    let run = run_jvm_deadlock(&["--no-runtime-attach"]);
     let r = run.json();
     assert_stalled(&run, &r);
     assert_eq!(flagged_names(&r), ["locker-a", "locker-b", "shutdown-hook"]);

@@ -64,7 +64,9 @@ pub struct CallRecord {
 
 impl CallRecord {
     pub fn from_inflight(f: &InFlight) -> Option<CallRecord> {
-        if f.call == CALL_NONE {
+        // A record is only ever stored with its start time: a zeroed one (task storage made
+        // for something else, e.g. a futex wake) is no call.
+        if f.call == CALL_NONE || f.start_ns == 0 {
             return None;
         }
         let call = Call::from_u16(f.call)?;
@@ -332,6 +334,21 @@ mod tests {
     }
 
     #[test]
+    fn a_zeroed_in_flight_record_is_no_call() {
+        // Task storage made by a futex wake is zeroed: call 0 is Futex, but it never started.
+        let zeroed: InFlight = unsafe { std::mem::zeroed() };
+        assert_eq!(CallRecord::from_inflight(&zeroed), None);
+        let started = InFlight {
+            start_ns: 5,
+            ..zeroed
+        };
+        assert_eq!(
+            CallRecord::from_inflight(&started).map(|c| c.call),
+            Some(Call::from_u16(0).unwrap())
+        );
+    }
+
+    #[test]
     fn signal_roundtrip() {
         let mut comm = [0u8; 16];
         comm[..4].copy_from_slice(b"bash");
@@ -411,6 +428,7 @@ mod tests {
         st.inflight.call = Call::Read as u16;
         st.inflight.obj = 4;
         st.stats[0].count = 9;
+        st.inflight.start_ns = 1_000;
         buf.extend(bytes_of(&st));
         buf.extend(bytes_of(&rec(4, 0)));
         buf.extend(bytes_of(&rec(5, probe_ebpf::STATE_BRIEF)));

@@ -11,6 +11,7 @@ pub mod cap {
     pub const KILL: u32 = 5;
     pub const SETGID: u32 = 6;
     pub const SETUID: u32 = 7;
+    pub const SETPCAP: u32 = 8;
     pub const SYS_PTRACE: u32 = 19;
     pub const SYS_ADMIN: u32 = 21;
     pub const PERFMON: u32 = 38;
@@ -20,9 +21,18 @@ pub mod cap {
 
 /// The effective capability set of this process (`CapEff` in /proc/self/status).
 pub fn effective_caps() -> u64 {
+    cap_set("CapEff")
+}
+
+/// The permitted capability set of this process (`CapPrm` in /proc/self/status).
+pub fn permitted_caps() -> u64 {
+    cap_set("CapPrm")
+}
+
+fn cap_set(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| crate::procfs::status_field(&s, "CapEff").map(str::to_owned))
+        .and_then(|s| crate::procfs::status_field(&s, field).map(str::to_owned))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0)
 }
@@ -48,7 +58,13 @@ pub fn missing_caps(caps: u64) -> Vec<&'static str> {
     missing
 }
 
+/// The inheritable capability set of this process (`CapInh` in /proc/self/status).
+pub fn inheritable_caps() -> u64 {
+    cap_set("CapInh")
+}
+
 pub fn check_privileges() -> Result<(), StallError> {
+    let _ = crate::privileges::raise_effective();
     let missing = missing_caps(effective_caps());
     if missing.is_empty() {
         return Ok(());

@@ -51,24 +51,23 @@ struct Data {
     inheritable: u32,
 }
 
+/// capset(2) on this thread: `keep` effective and permitted, nothing inheritable.
 fn capset(keep: u64) -> Result<(), String> {
+    capset3(keep, keep, 0)
+}
+
+/// capset(2) on this thread: the three sets, as 64-bit masks.
+fn capset3(effective: u64, permitted: u64, inheritable: u64) -> Result<(), String> {
     let mut hdr = Header {
         version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
         pid: 0,
     };
-    let (lo, hi) = (keep as u32, (keep >> 32) as u32);
-    let data = [
-        Data {
-            effective: lo,
-            permitted: lo,
-            inheritable: 0,
-        },
-        Data {
-            effective: hi,
-            permitted: hi,
-            inheritable: 0,
-        },
-    ];
+    let word = |i: u32| Data {
+        effective: (effective >> (32 * i)) as u32,
+        permitted: (permitted >> (32 * i)) as u32,
+        inheritable: (inheritable >> (32 * i)) as u32,
+    };
+    let data = [word(0), word(1)];
     // SAFETY: capset with a valid header and two data words, as the ABI requires.
     let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) };
     if r != 0 {
@@ -77,17 +76,43 @@ fn capset(keep: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Drop every capability but the kept ones (effective, permitted and inheritable sets, and the
-/// bounding set so an exec cannot bring them back), after becoming the sudo user if asked. An
-/// error means stallprobe would go on with more privilege than it says: the caller stops.
+/// Make every permitted capability effective. A binary given file capabilities without the
+/// effective bit (`setcap ...+p`, as the container image does) starts with them permitted
+/// only; raising them here lets it run with any subset of them (a `+ep` binary refuses to
+/// start when the bounding set, e.g. a DaemonSet's `capabilities.add`, lacks one of them).
+pub fn raise_effective() -> Result<(), String> {
+    let permitted = crate::preflight::permitted_caps();
+    if crate::preflight::effective_caps() == permitted {
+        return Ok(());
+    }
+    capset3(permitted, permitted, crate::preflight::inheritable_caps())
+}
+
+/// The capabilities to keep, given the permitted set: capset(2) cannot add a capability that
+/// is not permitted, and asking for one fails the whole call (nothing would be dropped), so a
+/// stallprobe started without, say, CAP_CHECKPOINT_RESTORE keeps the others.
+pub fn kept_caps(wanted: &[u32], permitted: u64) -> u64 {
+    wanted.iter().fold(0u64, |m, &c| m | (1u64 << c)) & permitted
+}
+
+/// Drop every capability but the kept ones (effective, permitted, inheritable and ambient
+/// sets, and the bounding set so an exec cannot bring them back), after becoming the sudo user
+/// if asked. Works for root and for a non-root user given ambient or file capabilities (the
+/// systemd unit, the DaemonSet): without CAP_SETPCAP the bounding set stays, and
+/// `NoNewPrivileges=`/`allowPrivilegeEscalation: false` keep an exec from regaining anything.
+/// An error means stallprobe would go on with more privilege than it says: the caller stops.
 pub fn drop_privileges(plan: &Drop) -> Result<(), String> {
     let bpf = bpf_calls_need_cap_bpf().then_some(cap::BPF);
-    let keep: u64 = KEPT_AFTER_ATTACH
+    let wanted: Vec<u32> = KEPT_AFTER_ATTACH
         .iter()
         .chain(plan.also_keep.iter())
         .chain(bpf.iter())
-        .fold(0, |m, &c| m | (1u64 << c));
-    cut_bounding_set(keep)?;
+        .copied()
+        .collect();
+    let keep = kept_caps(&wanted, crate::preflight::permitted_caps());
+    if crate::preflight::effective_caps() & (1u64 << cap::SETPCAP) != 0 {
+        cut_bounding_set(keep)?;
+    }
     if let Some((uid, gid)) = plan.become_user {
         // Keep the permitted capabilities across the uid change (they are cut below).
         // SAFETY: prctl and set*id with integer arguments.
@@ -105,6 +130,17 @@ pub fn drop_privileges(plan: &Drop) -> Result<(), String> {
         }
     }
     capset(keep)?;
+    // An empty inheritable set already empties the ambient set; say so explicitly anyway.
+    // SAFETY: prctl with integer arguments.
+    let _ = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
     // A uid change keeps no capability in the effective set without this: check they are there.
     let eff = crate::preflight::effective_caps();
     if eff & keep != keep {
@@ -135,16 +171,19 @@ fn cut_bounding_set(keep: u64) -> Result<(), String> {
 }
 
 /// Keep exactly `caps` (bounding, permitted and effective sets), staying the same user.
+/// (Those not permitted are left out; without CAP_SETPCAP the bounding set stays as it is.)
 pub fn limit_to(caps: &[u32]) -> Result<(), String> {
-    let keep = caps.iter().fold(0u64, |m, &c| m | (1u64 << c));
-    cut_bounding_set(keep)?;
+    let keep = kept_caps(caps, crate::preflight::permitted_caps());
+    if crate::preflight::effective_caps() & (1u64 << cap::SETPCAP) != 0 {
+        cut_bounding_set(keep)?;
+    }
     capset(keep)
 }
 
 /// Keep only `caps` in the permitted and effective sets (the bounding set stays as it is:
 /// changing it needs CAP_SETPCAP).
 pub fn keep_only(caps: &[u32]) -> Result<(), String> {
-    capset(caps.iter().fold(0u64, |m, &c| m | (1u64 << c)))
+    capset(kept_caps(caps, crate::preflight::permitted_caps()))
 }
 
 /// Before Linux 6.5 every bpf() command — a map lookup too, on a map already open — is refused
@@ -174,7 +213,23 @@ fn kernel_before(release: &str, (major, minor): (u32, u32)) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::kernel_before;
+    use super::{kept_caps, kernel_before};
+    use crate::preflight::cap;
+
+    #[test]
+    fn kept_caps_are_the_permitted_ones() {
+        let wanted = super::KEPT_AFTER_ATTACH;
+        let all =
+            (1 << cap::SYS_PTRACE) | (1 << cap::DAC_READ_SEARCH) | (1 << cap::CHECKPOINT_RESTORE);
+        assert_eq!(kept_caps(&wanted, u64::MAX), all);
+        // Started without CAP_CHECKPOINT_RESTORE (and with CAP_BPF, dropped): keep the other two.
+        let started = (1 << cap::BPF) | (1 << cap::SYS_PTRACE) | (1 << cap::DAC_READ_SEARCH);
+        assert_eq!(
+            kept_caps(&wanted, started),
+            (1 << cap::SYS_PTRACE) | (1 << cap::DAC_READ_SEARCH)
+        );
+        assert_eq!(kept_caps(&wanted, 0), 0);
+    }
 
     #[test]
     fn kernel_releases_compare_by_major_and_minor() {

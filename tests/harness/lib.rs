@@ -852,6 +852,18 @@ pub fn build_java(class: &str) -> PathBuf {
     out
 }
 
+/// `stallprobe run --stop-after 3s --grace 2s EXTRA --format json --quiet -- java Deadlock`: the
+/// JVM workload with a monitor deadlock and a shutdown hook blocked on one of its monitors.
+pub fn run_jvm_deadlock(extra: &[&str]) -> Run {
+    let classes = build_java("Deadlock");
+    let mut args = vec!["run", "--stop-after", "3s", "--grace", "2s"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--format", "json", "--quiet", "--", "java", "-cp"]);
+    args.push(classes.to_str().unwrap());
+    args.push("Deadlock");
+    stallprobe(&args, Duration::from_secs(120))
+}
+
 /// A Node.js workload script.
 pub fn node_script(name: &str) -> PathBuf {
     repo_root()

@@ -103,6 +103,10 @@ pub fn enter(call: Call, regs: &Regs) {
                 if futex_op::is_wake(op) {
                     let task = unsafe { bpf_get_current_task_btf() };
                     if let Some(st) = task_state(task.cast(), true) {
+                        if st.inflight.start_ns == 0 {
+                            // Made just now, zeroed: call 0 would read as a futex wait.
+                            st.inflight.call = CALL_NONE;
+                        }
                         st.woke_addr = regs.arg(0);
                         st.woke_count += 1;
                     }
@@ -215,7 +219,7 @@ pub fn exit(call: Call, regs: &Regs, ret: i64) {
         return;
     };
     let f = st.inflight;
-    if f.call != call as u16 {
+    if f.call != call as u16 || f.start_ns == 0 {
         return; // entered before we attached, or storage was unavailable at entry
     }
     let now = unsafe { bpf_ktime_get_ns() };

@@ -1,4 +1,4 @@
-// Reliability: a target that execs. Prints `ready`, waits 1 s, then execs argv[1] (with the
+// Reliability: a target that execs. Prints `ready`, waits 2 s, then execs argv[1] (with the
 // remaining arguments). The new image's threads must be reported with symbolized stacks.
 #include <stdio.h>
 #include <unistd.h>
@@ -7,7 +7,7 @@ int main(int argc, char **argv) {
     if (argc < 2) return 2;
     printf("ready\n");
     fflush(stdout);
-    sleep(1);
+    sleep(2);
     execv(argv[1], &argv[1]);
     perror("execv");
     return 1;

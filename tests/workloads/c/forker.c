@@ -1,4 +1,4 @@
-// Reliability: a target that forks a child process 1 s after printing `ready` (so a stallprobe
+// Reliability: a target that forks a child process 2 s after printing `ready` (so a stallprobe
 // attached meanwhile sees the fork); the child blocks reading a pipe nobody writes to (in
 // `child_wait`), the parent waits for it in waitpid.
 #include <stdio.h>
@@ -19,7 +19,7 @@ int main(int argc, char **argv) {
         printf("ready\n");
         fflush(stdout);
     }
-    sleep(1);
+    sleep(2);
     pid_t child = fork();
     if (child == 0) {
         close(p[1]);

@@ -130,6 +130,15 @@ fn read_answer(r: &mut impl Read) -> std::io::Result<(bool, String)> {
     Ok((kind == "ok", String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// The `broker_answer` fuzz target: what the broker reads from a worker (which runs as the
+/// JVM's user, so its bytes are the target's) and from stallprobe, over arbitrary bytes.
+pub(crate) fn parse_untrusted(data: &[u8]) {
+    if let Ok((_, text)) = read_answer(&mut &data[..]) {
+        assert!(text.len() <= MAX_ANSWER * 3, "answer over the cap");
+    }
+    let _ = parse_request(&String::from_utf8_lossy(data));
+}
+
 fn write_answer(w: &mut impl Write, ok: bool, text: &str) -> std::io::Result<()> {
     let body = &text.as_bytes()[..text.len().min(MAX_ANSWER)];
     writeln!(w, "{} {}", if ok { "ok" } else { "err" }, body.len())?;

@@ -25,6 +25,9 @@ pub(crate) mod clock;
 pub(crate) mod error;
 pub(crate) mod events;
 pub(crate) mod export;
+/// Entry points for the fuzz targets in `fuzz/` (not an API).
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod hist;
 pub(crate) mod locks;
 pub(crate) mod modes;

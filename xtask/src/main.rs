@@ -8,9 +8,11 @@
 //! - `dist`: the static binary, a tarball and a .deb in `target/dist/` (see `dist.rs`).
 //! - `bench`: overhead against no probes, bpftrace and offcputime (see docs/design.md);
 //!   `--kernel K` runs the hook comparison in a guest.
+//! - `fuzz`: run the cargo-fuzz targets in `fuzz/` for a bounded time (`test --soak` does too).
 
 mod bench;
 mod dist;
+mod fuzz;
 mod kernel;
 mod setup;
 mod util;
@@ -42,7 +44,8 @@ enum Task {
     Demo,
     /// Run all tests: unit tests and integration tests against the real kernel (needs root).
     Test {
-        /// Also run the long soak variants of the reliability tests.
+        /// Also run the long soak variants of the reliability tests, and every fuzz target for
+        /// a minute.
         #[arg(long)]
         soak: bool,
         /// Then run the smoke suite on Debian's kernels in emulated guests: 6.1, 6.12 or all
@@ -55,6 +58,17 @@ enum Task {
         /// Extra arguments passed to `cargo test` (after `--`), e.g. a test name filter.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Run the fuzz targets (fuzz/, cargo-fuzz + libFuzzer) for a bounded time each.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = fuzz::SOAK_SECS)]
+        secs: u64,
+        /// Afterwards, add the small new inputs that add coverage to fuzz/corpus/.
+        #[arg(long)]
+        minimize: bool,
+        /// Only these targets (default: all of fuzz/fuzz_targets/).
+        targets: Vec<String>,
     },
     /// Measure overhead (throughput ratios) and resource use; writes target/bench/latest.json.
     Bench {
@@ -116,6 +130,11 @@ fn main() {
             kernel_only,
             args,
         } => test(soak, kernel.as_deref(), kernel_only, &args),
+        Task::Fuzz {
+            secs,
+            minimize,
+            targets,
+        } => fuzz::run(&targets, secs, minimize),
         Task::Bench {
             runs,
             secs,
@@ -256,7 +275,12 @@ fn host_tests(
         cmd.env("STALLPROBE_SOAK", "1");
     }
     let before = util::workload_processes();
-    let result = util::run_quiet_nested(&mut cmd);
+    let mut result = util::run_quiet_nested(&mut cmd);
+    if soak {
+        // Every fuzz target for a bounded time; a crash fails the run (after the tests ran).
+        let fuzzed = fuzz::run(&[], fuzz::SOAK_SECS, false);
+        result = result.and(fuzzed);
+    }
     // Every test cleans up what it starts; a workload still running now is a test bug (and
     // noise for whatever runs next on the machine), so it fails the run.
     let leaked: Vec<(u32, String)> = util::workload_processes()

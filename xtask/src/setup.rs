@@ -368,6 +368,9 @@ fn missing() -> Vec<Missing> {
             fix: Box::new(move || install_packages(&pkgs)),
         });
     }
+    if let Some((what, fix)) = crate::fuzz::missing() {
+        m.push(Missing { what, fix });
+    }
     for &(version, pip) in GO_TOOLCHAINS {
         if !go_toolchain_ok(version) {
             m.push(Missing {

@@ -18,7 +18,8 @@ use super::{
 
 /// Oldest Go release supported.
 pub const MIN_MINOR: u32 = 17;
-/// Largest pclntab copied (bytes).
+/// Largest pclntab copied, and largest section kept for the inline trees (bytes each; both are
+/// slices of the file, so never more than it).
 const MAX_PCLNTAB: usize = 512 << 20;
 
 /// A parsed Go executable (one per process image).
@@ -72,7 +73,7 @@ fn locate_pclntab<'e>(elf: &Elf<'e>) -> Result<(u64, &'e [u8]), GoError> {
                 ]))
                 .is_ok()
             {
-                return Ok((s.addr + off as u64, &d[off..]));
+                return Ok((s.addr.wrapping_add(off as u64), &d[off..]));
             }
             off += 4;
         }
@@ -126,6 +127,7 @@ impl GoBinary {
         if let Some(a) = keep
             && let Some(s) = elf.section_at(a)
             && let Some(d) = elf.section_data(s)
+            && d.len() <= MAX_PCLNTAB
         {
             statics.push((s.addr, d.to_vec()));
         }
@@ -138,7 +140,7 @@ impl GoBinary {
                 Vec::new()
             }
         };
-        let layout = match dwarf::DwarfStructs::load(&elf) {
+        let layout = match dwarf::DwarfStructs::load(&elf, &mut notes) {
             Some(d) => layout::build(&d).or_else(|dwarf_err| {
                 notes.push(format!(
                     "DWARF layout unusable ({dwarf_err}); using type descriptors"
@@ -256,7 +258,7 @@ pub fn layout_from_both(data: &[u8]) -> Result<Option<(String, String)>, GoError
     let fmt_is_116 = pc_bytes.first() == Some(&0xfa);
     let fno = if fmt_is_116 { word(2) } else { word(3) }.unwrap_or(0);
     let md = moduledata::find(&elf, pc_addr, fno, version.minor);
-    let Some(d) = dwarf::DwarfStructs::load(&elf) else {
+    let Some(d) = dwarf::DwarfStructs::load(&elf, &mut Vec::new()) else {
         return Ok(None);
     };
     let strip = |mut l: Layout| {

@@ -12,8 +12,12 @@ use super::{
     types::{FieldDesc, KIND_PTR, KIND_STRUCT, StructDesc},
 };
 
-/// Largest decompressed DWARF section accepted.
-const MAX_SECTION: u64 = 1 << 30;
+/// Most bytes a binary's compressed DWARF sections may inflate to, all together: the same
+/// allowance stallprobe gives every file it reads (docs/security.md, "Malformed input"). Past it the
+/// DWARF is not used (a note says so) and the layouts come from the type descriptors.
+pub(crate) const MAX_INFLATED: u64 = 256 << 20;
+/// Most bytes reserved up front for one section: its stated size is the file's word.
+const MAX_PREALLOC: u64 = 16 << 20;
 
 const WANTED: &[&str] = &[
     "runtime.g",
@@ -32,35 +36,57 @@ pub(crate) struct DwarfStructs {
     structs: HashMap<String, StructDesc>,
 }
 
-fn section<'d>(file: &object::File<'d>, id: SectionId) -> Cow<'d, [u8]> {
+/// A DWARF section's bytes, inflated when compressed: at most what it states and what is left
+/// of `budget`; `Err` (why) when it would take more. Unreadable or corrupt sections are empty.
+fn section<'d>(
+    file: &object::File<'d>,
+    id: SectionId,
+    budget: &mut u64,
+) -> Result<Cow<'d, [u8]>, String> {
     let Some(s) = file.section_by_name(id.name()) else {
-        return Cow::Borrowed(&[]);
+        return Ok(Cow::Borrowed(&[]));
     };
     let Ok(c) = s.compressed_data() else {
-        return Cow::Borrowed(&[]);
+        return Ok(Cow::Borrowed(&[]));
     };
     match c.format {
-        object::CompressionFormat::None => Cow::Borrowed(c.data),
-        object::CompressionFormat::Zlib if c.uncompressed_size <= MAX_SECTION => {
-            let mut out = Vec::with_capacity(c.uncompressed_size as usize);
-            let mut dec = flate2::read::ZlibDecoder::new(c.data).take(MAX_SECTION);
-            if dec.read_to_end(&mut out).is_ok() {
-                Cow::Owned(out)
-            } else {
-                Cow::Borrowed(&[])
+        object::CompressionFormat::None => Ok(Cow::Borrowed(c.data)),
+        object::CompressionFormat::Zlib => {
+            let stated = c.uncompressed_size;
+            if stated > *budget {
+                return Err(format!(
+                    "{} states {stated} bytes uncompressed, more than the {} MiB allowed for a binary's DWARF",
+                    id.name(),
+                    MAX_INFLATED >> 20
+                ));
+            }
+            let mut out = Vec::with_capacity(stated.min(MAX_PREALLOC) as usize);
+            let mut dec = flate2::read::ZlibDecoder::new(c.data).take(stated.saturating_add(1));
+            match dec.read_to_end(&mut out) {
+                Ok(_) if out.len() as u64 <= stated => {
+                    *budget -= out.len() as u64;
+                    Ok(Cow::Owned(out))
+                }
+                Ok(_) => Err(format!(
+                    "{} inflates to more than the {stated} bytes it states",
+                    id.name()
+                )),
+                Err(_) => Ok(Cow::Borrowed(&[])),
             }
         }
-        _ => Cow::Borrowed(&[]),
+        _ => Ok(Cow::Borrowed(&[])),
     }
 }
 
 impl DwarfStructs {
-    /// None when the binary has no DWARF (or it cannot be read).
-    pub fn load(elf: &Elf) -> Option<DwarfStructs> {
+    /// None when the binary has no DWARF (or it cannot be read); a note in `notes` when its
+    /// DWARF was left unread because it inflates past [`MAX_INFLATED`].
+    pub fn load(elf: &Elf, notes: &mut Vec<String>) -> Option<DwarfStructs> {
         let file = object::File::parse(elf.data).ok()?;
         file.section_by_name(".debug_info")
             .or_else(|| file.section_by_name(".zdebug_info"))?;
-        let owned: HashMap<SectionId, Cow<[u8]>> = [
+        let mut budget = MAX_INFLATED;
+        let owned: Result<HashMap<SectionId, Cow<[u8]>>, String> = [
             SectionId::DebugInfo,
             SectionId::DebugAbbrev,
             SectionId::DebugStr,
@@ -72,8 +98,15 @@ impl DwarfStructs {
             SectionId::DebugRngLists,
         ]
         .into_iter()
-        .map(|id| (id, section(&file, id)))
+        .map(|id| Ok((id, section(&file, id, &mut budget)?)))
         .collect();
+        let owned = match owned {
+            Ok(o) => o,
+            Err(why) => {
+                notes.push(format!("DWARF not read: {why}"));
+                return None;
+            }
+        };
         let dwarf = gimli::Dwarf::load(|id| -> Result<_, ()> {
             let d: &[u8] = owned.get(&id).map(|c| c.as_ref()).unwrap_or(&[]);
             Ok(EndianSlice::new(d, LittleEndian))

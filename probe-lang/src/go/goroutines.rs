@@ -19,6 +19,8 @@ use crate::mem::Memory;
 const MAX_STACK: u64 = 1 << 30;
 /// Largest thread id accepted (PID_MAX_LIMIT).
 const MAX_TID: u64 = 1 << 22;
+/// Goroutines whose raw `g` bytes are read (and held) at once.
+const G_BATCH: usize = 4096;
 
 /// Reads goroutines of one process running `bin`, loaded at `bias` (0 unless PIE).
 pub struct GoReader<'a> {
@@ -185,7 +187,7 @@ impl<'a> GoReader<'a> {
         Ok((read_array(ptr, len)?, "allgs"))
     }
 
-    /// Read every goroutine once.
+    /// Read every goroutine once (their raw bytes [`G_BATCH`] at a time).
     pub fn snapshot(&self, mem: &dyn Memory, limits: Limits) -> Result<GoSnapshot, GoError> {
         let layout = self.layout()?;
         let gl = &layout.g;
@@ -198,13 +200,19 @@ impl<'a> GoReader<'a> {
         let len = gl.read_len as usize;
         let good: Vec<u64> = ptrs.iter().copied().filter(|&p| ptr_ok(p)).collect();
         snap.unreadable += ptrs.len() - good.len();
-        let mut buf = vec![0u8; good.len() * len];
-        let ok = mem.read_many(&good, len, &mut buf);
+        // The raw gs are read a batch at a time (the list's length is the target's word).
+        let mut buf = vec![0u8; G_BATCH.min(good.len()) * len];
+        let mut ok = Vec::new();
         let mut live: Vec<(RawG, GStatus)> = Vec::new();
         let mut one = vec![0u8; len];
         for (i, &addr) in good.iter().enumerate() {
-            let mut g = decode_g(gl, addr, &buf[i * len..(i + 1) * len]);
-            let mut check = if ok[i] {
+            let k = i % G_BATCH;
+            if k == 0 {
+                let batch = &good[i..(i + G_BATCH).min(good.len())];
+                ok = mem.read_many(batch, len, &mut buf[..batch.len() * len]);
+            }
+            let mut g = decode_g(gl, addr, &buf[k * len..(k + 1) * len]);
+            let mut check = if ok[k] {
                 check_g(&g)
             } else {
                 Check::Invalid("unreadable")

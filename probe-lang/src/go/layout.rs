@@ -2,7 +2,7 @@
 //! (same code for both: both give [`StructDesc`]s). Missing optional fields degrade features
 //! with a note; missing essential ones make the layout unusable, with the reason.
 
-use super::types::{FieldDesc, KIND_STRUCT, StructDesc};
+use super::types::{FieldDesc, KIND_STRUCT, MAX_FIELD_OFFSET, StructDesc};
 
 /// Where the struct descriptions come from.
 pub(crate) trait Structs {
@@ -86,9 +86,10 @@ fn pointer_in(structs: &dyn Structs, s: &StructDesc, name: &str) -> Result<u64, 
         .of_field(f)
         .ok_or_else(|| format!("{}.{name}: cannot read its struct type", s.name))?;
     let mut at = f.offset;
+    let too_far = || format!("{}.{name}: offset out of range", s.name);
     for _ in 0..4 {
         if let Some(vu) = inner.field("vu") {
-            return Ok(at + vu.offset);
+            return at.checked_add(vu.offset).ok_or_else(too_far);
         }
         let first = inner
             .fields
@@ -98,7 +99,10 @@ fn pointer_in(structs: &dyn Structs, s: &StructDesc, name: &str) -> Result<u64, 
         if first.kind != KIND_STRUCT {
             break;
         }
-        at += first.offset;
+        at = at
+            .checked_add(first.offset)
+            .filter(|&a| a <= MAX_FIELD_OFFSET)
+            .ok_or_else(too_far)?;
         inner = structs
             .of_field(&first)
             .ok_or_else(|| format!("{}.{name}: cannot read its struct type", s.name))?;
@@ -241,5 +245,15 @@ fn chan_layout(structs: &dyn Structs, g: &StructDesc) -> Result<ChanLayout, Stri
         .max()
         .unwrap_or(0)
         + 8;
+    if c.sudog_len > MAX_CHAN_READ || c.hchan_len > MAX_CHAN_READ {
+        return Err(format!(
+            "runtime.sudog/hchan fields past {MAX_CHAN_READ} bytes ({}, {})",
+            c.sudog_len, c.hchan_len
+        ));
+    }
     Ok(c)
 }
+
+/// Most bytes read of one sudog or hchan (they are about 100; one is read per waiting
+/// goroutine).
+const MAX_CHAN_READ: u64 = 512;

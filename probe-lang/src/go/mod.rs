@@ -32,6 +32,52 @@ pub use error::GoError;
 pub use goroutines::GoReader;
 pub use role::{GoRole, role_of};
 
+/// The Go tables on their own, for stallprobe's `go_tables` fuzz target (faster than parsing
+/// a whole executable): `data` as a pclntab (functions, names, pc-value tables, file and line,
+/// inline trees read from `data` itself as if it were mapped at 0) and as a build-info blob.
+/// Not an API.
+#[doc(hidden)]
+pub fn fuzz_tables(data: &[u8]) {
+    let read = |addr: u64, len: usize| -> Option<Vec<u8>> {
+        let start = usize::try_from(addr).ok()?;
+        Some(data.get(start..start.checked_add(len)?)?.to_vec())
+    };
+    let _ = buildinfo::parse_header(data, read);
+    if let Ok(text) = std::str::from_utf8(data.get(..64).unwrap_or(data)) {
+        let _ = GoVersion::parse(text);
+    }
+    let Ok(t) = pclntab::Pclntab::parse(data.to_vec(), Some(0x40_0000)) else {
+        return;
+    };
+    let words: Vec<u64> = data
+        .rchunks_exact(8)
+        .take(4)
+        .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
+        .collect();
+    let mut pcs: Vec<u64> = Vec::new();
+    if let Some((lo, hi)) = t.text_range() {
+        let span = hi.saturating_sub(lo).max(1);
+        pcs.extend(words.iter().map(|w| lo.wrapping_add(w % span)));
+        pcs.push(lo);
+        pcs.push(hi.wrapping_sub(1));
+    }
+    pcs.extend(&words);
+    for i in 0..64 {
+        let Some(f) = t.func_at_index(i) else {
+            break;
+        };
+        let _ = t.func_name(&f);
+        pcs.push(f.entry);
+    }
+    for pc in pcs {
+        let _ = t.frames(pc, Some(0), &read);
+        if let Some(f) = t.find_func(pc) {
+            let _ = (t.spdelta(&f, pc), t.file_line(&f, pc));
+        }
+    }
+    let _ = t.func_by_name("runtime.goexit");
+}
+
 /// One frame of a goroutine's stack, innermost first; inlined calls are frames of their own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GoFrame {

@@ -46,11 +46,11 @@ pub(crate) fn find(
         let (t, et, gf) = offsets(minor);
         let md = ModuleData {
             addr,
-            text: elf.u64_at(addr + TEXT)?,
-            types: elf.u64_at(addr + t)?,
-            etypes: elf.u64_at(addr + et)?,
+            text: elf.u64_at(addr.checked_add(TEXT)?)?,
+            types: elf.u64_at(addr.checked_add(t)?)?,
+            etypes: elf.u64_at(addr.checked_add(et)?)?,
             gofunc: match gf {
-                Some(o) => Some(elf.u64_at(addr + o)?),
+                Some(o) => Some(elf.u64_at(addr.checked_add(o)?)?),
                 None => None,
             },
         };
@@ -77,7 +77,7 @@ pub(crate) fn find(
         };
         for (i, chunk) in data.chunks_exact(8).enumerate() {
             if chunk == needle
-                && let Some(md) = read(s.addr + 8 * i as u64)
+                && let Some(md) = read(s.addr.wrapping_add(8 * i as u64))
             {
                 return Some(md);
             }

@@ -122,8 +122,13 @@ fn static_string(elf: &Elf, ptr: u64, len: u64) -> Option<String> {
 fn read_table(elf: &Elf, addr: u64, max: usize) -> Vec<String> {
     let mut out = Vec::new();
     for i in 0..max.min(MAX_REASONS) {
-        let at = addr + 16 * i as u64;
-        let (Some(ptr), Some(len)) = (elf.u64_at(at), elf.u64_at(at + 8)) else {
+        let Some(at) = addr.checked_add(16 * i as u64) else {
+            break;
+        };
+        let (Some(ptr), Some(len)) = (
+            elf.u64_at(at),
+            at.checked_add(8).and_then(|a| elf.u64_at(a)),
+        ) else {
             break;
         };
         match static_string(elf, ptr, len) {
@@ -174,7 +179,7 @@ pub(crate) fn wait_reasons(elf: &Elf) -> Result<(Vec<String>, &'static str), Str
         };
         let mut from = 0;
         while let Some(p) = find(&data[from..], FIRST) {
-            targets.push(s.addr + (from + p) as u64);
+            targets.push(s.addr.wrapping_add((from + p) as u64));
             from += p + 1;
             if targets.len() > 16 {
                 break;
@@ -189,7 +194,7 @@ pub(crate) fn wait_reasons(elf: &Elf) -> Result<(Vec<String>, &'static str), Str
             let word = |o: usize| u64::from_le_bytes(data[o..o + 8].try_into().unwrap_or_default());
             let (ptr, len) = (word(off), word(off + 8));
             if len == FIRST.len() as u64 && targets.contains(&ptr) {
-                let t = read_table(elf, s.addr + off as u64 - 16, MAX_REASONS);
+                let t = read_table(elf, s.addr.wrapping_add(off as u64 - 16), MAX_REASONS);
                 if plausible(&t) {
                     return Ok((t, "found by its contents (stripped binary)"));
                 }

@@ -33,9 +33,16 @@ pub(crate) struct FieldDesc {
     pub kind: u8,
 }
 
+/// Largest field offset believed: the runtime's structs are a few hundred bytes (runtime.m a
+/// few KiB); a bigger offset is garbage, and sums of offsets must not overflow.
+pub(crate) const MAX_FIELD_OFFSET: u64 = 64 << 10;
+
 impl StructDesc {
+    /// The field named `name`, unless its offset is implausible ([`MAX_FIELD_OFFSET`]).
     pub fn field(&self, name: &str) -> Option<&FieldDesc> {
-        self.fields.iter().find(|f| f.name == name)
+        self.fields
+            .iter()
+            .find(|f| f.name == name && f.offset <= MAX_FIELD_OFFSET)
     }
 }
 
@@ -75,19 +82,21 @@ impl<'a, 'e> TypeReader<'a, 'e> {
         let head = self
             .elf
             .bytes_at(a.checked_add(1)?, 10)
-            .or_else(|| self.elf.bytes_at(a + 1, 2))?;
+            .or_else(|| self.elf.bytes_at(a.checked_add(1)?, 2))?;
         let (len, n) = uvarint(head)?;
         if len > 4096 {
             return None;
         }
-        let b = self.elf.bytes_at(a + 1 + n as u64, len as usize)?;
+        let b = self
+            .elf
+            .bytes_at(a.checked_add(1 + n as u64)?, len as usize)?;
         String::from_utf8(b.to_vec()).ok()
     }
 
     /// The type's name (`Str` resolved against moduledata.types; extra star removed).
     fn type_name(&self, t: u64) -> Option<String> {
         let str_off = self.i32(t.checked_add(40)?)?;
-        let tflag = self.u8(t + 20)?;
+        let tflag = self.u8(t.checked_add(20)?)?;
         let n = self.name_at(self.md.types.checked_add_signed(i64::from(str_off))?)?;
         Some(if tflag & TFLAG_EXTRA_STAR != 0 {
             n.strip_prefix('*').unwrap_or(&n).to_string()
@@ -138,7 +147,7 @@ impl<'a, 'e> TypeReader<'a, 'e> {
                     && region[t + 23] & KIND_MASK == KIND_STRUCT
                     && region[t + 20] & TFLAG_EXTRA_STAR != 0
                 {
-                    return Some(types + t as u64);
+                    return types.checked_add(t as u64);
                 }
             }
         }
@@ -152,7 +161,7 @@ impl<'a, 'e> TypeReader<'a, 'e> {
         }
         let size = self.u64(t)?;
         let fields_ptr = self.u64(t.checked_add(56)?)?;
-        let nfields = self.u64(t + 64)?;
+        let nfields = self.u64(t.checked_add(64)?)?;
         if nfields > MAX_FIELDS {
             return None;
         }
@@ -160,8 +169,8 @@ impl<'a, 'e> TypeReader<'a, 'e> {
         for i in 0..nfields {
             let f = fields_ptr.checked_add(i * 24)?;
             let name = self.name_at(self.u64(f)?)?;
-            let typ = self.u64(f + 8)?;
-            let raw = self.u64(f + 16)?;
+            let typ = self.u64(f.checked_add(8)?)?;
+            let raw = self.u64(f.checked_add(16)?)?;
             let offset = if self.shifted_offsets { raw >> 1 } else { raw };
             let kind = self.kind(typ)?;
             let mut type_name = self.type_name(typ).unwrap_or_default();

@@ -94,7 +94,7 @@ pub fn load_bias(maps: &[MapLine], path: &Path, elf: &[u8]) -> Option<u64> {
     file.segments().find_map(|seg| {
         let (p_offset, filesz) = seg.file_range();
         let aligned = p_offset & !0xfff;
-        (aligned <= m.offset && m.offset < p_offset + filesz.max(1)).then(|| {
+        (aligned <= m.offset && m.offset < p_offset.saturating_add(filesz.max(1))).then(|| {
             m.start
                 .wrapping_sub(m.offset)
                 .wrapping_add(p_offset)

@@ -133,6 +133,23 @@ impl std::fmt::Display for PyError {
 
 impl std::error::Error for PyError {}
 
+/// Largest module file read whole (an interpreter or libc is tens of MiB; a larger file named
+/// like one is not read: "unreadable").
+pub const MAX_MODULE_BYTES: u64 = 512 << 20;
+
+/// A module file's bytes, unless it is larger than [`MAX_MODULE_BYTES`] or not a regular file.
+fn read_module(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).ok()?;
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() || meta.len() > MAX_MODULE_BYTES {
+        return None;
+    }
+    let mut out = Vec::with_capacity(meta.len() as usize);
+    f.take(MAX_MODULE_BYTES).read_to_end(&mut out).ok()?;
+    Some(out)
+}
+
 /// glibc x86_64's offset of `tid` in `struct pthread` (used when libc's own descriptor cannot
 /// be read; the same from glibc 2.17 to 2.41).
 pub const DEFAULT_PTHREAD_TID_OFFSET: u64 = 0x2d0;
@@ -224,9 +241,12 @@ impl PyProcess {
             maps.iter()
                 .find(|m| m.path.as_deref() == Some(p))
                 .and_then(|m| {
-                    std::fs::read(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)).ok()
+                    read_module(Path::new(&format!(
+                        "/proc/{pid}/map_files/{:x}-{:x}",
+                        m.start, m.end
+                    )))
                 })
-                .or_else(|| std::fs::read(root.join(p.strip_prefix("/").unwrap_or(p))).ok())
+                .or_else(|| read_module(&root.join(p.strip_prefix("/").unwrap_or(p))))
         })
     }
 
@@ -294,6 +314,30 @@ impl PyProcess {
             pthread_tid_offset: DEFAULT_PTHREAD_TID_OFFSET,
             layout,
             notes,
+        })
+    }
+
+    /// A process description without a module: CPython 3.`minor`'s built-in layout (None
+    /// for a version without one), `_PyRuntime` at `runtime`, and `(code, str, bytes)` type
+    /// objects when given. For fuzzing the reader over made-up memory (stallprobe's
+    /// `fuzzing` module); not for locating a real interpreter.
+    #[doc(hidden)]
+    pub fn for_fuzzing(
+        minor: u32,
+        runtime: u64,
+        types: Option<(u64, u64, u64)>,
+    ) -> Option<PyProcess> {
+        Some(PyProcess {
+            module: PathBuf::from("/fuzz/libpython3.so"),
+            version: format!("3.{minor}"),
+            minor,
+            runtime,
+            code_type: types.map(|t| t.0),
+            unicode_type: types.map(|t| t.1),
+            bytes_type: types.map(|t| t.2),
+            pthread_tid_offset: DEFAULT_PTHREAD_TID_OFFSET,
+            layout: layout::for_minor(minor)?,
+            notes: Vec::new(),
         })
     }
 

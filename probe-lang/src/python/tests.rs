@@ -15,6 +15,8 @@ struct Fake {
     mem: FakeMemory,
     next: u64,
     l: Layout,
+    /// Allocation granularity (a page; 16 for [`Fake::flat`]).
+    align: u64,
 }
 
 impl Fake {
@@ -24,16 +26,40 @@ impl Fake {
             mem: FakeMemory::new(),
             next: 0x2000_0000,
             l,
+            align: 0x1000,
         };
         f.mem.map(RUNTIME, vec![0; 4096]);
         f
     }
 
+    /// Everything allocated right after `_PyRuntime`, without gaps: [`Fake::bytes_from_runtime`]
+    /// is then the whole address space as one blob.
+    fn flat(minor: u32) -> Fake {
+        let mut f = Fake::new(minor);
+        f.next = RUNTIME + 4096;
+        f.align = 16;
+        f
+    }
+
     fn alloc(&mut self, size: usize) -> u64 {
         let a = self.next;
-        self.mem.map(a, vec![0; size]);
-        self.next += (size as u64 + 0xfff) & !0xfff;
+        let size = (size as u64 + self.align - 1) & !(self.align - 1);
+        self.mem.map(a, vec![0; size as usize]);
+        self.next += size;
         a
+    }
+
+    /// The memory from `_PyRuntime` to the last allocation (for a [`Fake::flat`] one).
+    fn bytes_from_runtime(&self) -> Vec<u8> {
+        let mut out = vec![0u8; (self.next - RUNTIME) as usize];
+        let mut at = RUNTIME;
+        while at < self.next {
+            let mut b = [0u8; 16];
+            self.mem.read(at, &mut b).unwrap();
+            out[(at - RUNTIME) as usize..][..16].copy_from_slice(&b);
+            at += 16;
+        }
+        out
     }
 
     fn w64(&mut self, addr: u64, v: u64) {
@@ -183,7 +209,10 @@ impl Fake {
 /// An interpreter with a worker (tid 101: wait() in threading.py called from run() in
 /// app.py, holding the GIL) and an idle thread state (tid 102), then a main thread (tid 100).
 fn scenario(minor: u32) -> (Fake, u64) {
-    let mut f = Fake::new(minor);
+    scenario_in(Fake::new(minor))
+}
+
+fn scenario_in(mut f: Fake) -> (Fake, u64) {
     let interp = f.alloc(8192);
     f.w64(RUNTIME + f.l.runtime_interpreters_head, interp);
     let wait = f.code("wait", "/usr/lib/python3/threading.py", 300);
@@ -412,6 +441,28 @@ fn unknown_versions_are_refused_with_a_reason() {
 fn version_text() {
     assert_eq!(version_text_from_hex(0x030b_07f0), "3.11.7");
     assert_eq!(version_text_from_hex(0x030d_00c2), "3.13.0rc2");
+}
+
+/// The same scenarios as one blob each, as the `python_layout` fuzz target reads its input
+/// (byte 0: minor - 8, byte 1: no type checks, then the memory at `_PyRuntime`). Run with
+/// `STALLPROBE_WRITE_CORPUS=1 cargo test -p probe-lang write_python_seeds -- --ignored`.
+#[test]
+#[ignore]
+fn write_python_seeds() {
+    if std::env::var_os("STALLPROBE_WRITE_CORPUS").is_none() {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/python_layout");
+    std::fs::create_dir_all(&dir).unwrap();
+    for minor in [9, 10, 11, 12, 13] {
+        let (f, _) = scenario_in(Fake::flat(minor));
+        let p = f.process(minor);
+        let s = p.threads(&f.mem).unwrap();
+        assert_eq!(s.thread(101).unwrap().frames.len(), 2, "3.{minor}");
+        let mut blob = vec![(minor - 8) as u8, 0];
+        blob.extend(f.bytes_from_runtime());
+        std::fs::write(dir.join(format!("cpython-3.{minor}")), blob).unwrap();
+    }
 }
 
 proptest! {

@@ -5,7 +5,7 @@
 
 #[cfg(test)]
 mod golden;
-mod lang;
+pub(crate) mod lang;
 
 pub use lang::RuntimeView;
 

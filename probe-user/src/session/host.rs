@@ -174,6 +174,11 @@ impl ProcHost {
         out
     }
 
+    /// Modules that could not be symbolized in full (they failed the ELF check), and why.
+    pub fn symbol_notes(&self) -> Vec<String> {
+        self.stacks.notes()
+    }
+
     pub fn new() -> ProcHost {
         ProcHost {
             stacks: StackCollector::new(),

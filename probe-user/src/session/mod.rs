@@ -305,6 +305,7 @@ impl Session {
         };
         let (target, children) = self.tracker.targets(&self.host);
         let session = self.session_info(now);
+        notes.extend(self.host.symbol_notes());
         assemble::report(assemble::Inputs {
             tracker: &self.tracker,
             facts,

@@ -20,8 +20,11 @@ pub fn read_stack(pid: u32, addr: u64, len: usize, map_end: Option<u64>) -> Vec<
     // process_vm_readv stops at the first unreadable page; retry the rest once in smaller steps
     // is not worth it for stacks (the rest is above the stack top).
     while done < len {
+        let Some(base) = addr.checked_add(done as u64) else {
+            break;
+        };
         let remote = [RemoteIoVec {
-            base: (addr + done as u64) as usize,
+            base: base as usize,
             len: len - done,
         }];
         let mut local = [IoSliceMut::new(&mut buf[done..])];

@@ -2,6 +2,7 @@
 //! symbolized frames. Kernel stacks are the addresses the task iterator captured
 //! (`bpf_get_task_stack`), symbolized from kallsyms; /proc/PID/task/TID/stack is the fallback.
 
+pub mod elf_guard;
 pub mod memory;
 pub mod perfmap;
 pub mod symbolize;
@@ -97,6 +98,11 @@ impl StackCollector {
         self.symbols.prepare(pid);
         self.frames
             .retain(|(p, _), f| *p != pid || f.iter().all(|fr| fr.function.is_some()));
+    }
+
+    /// What degraded while symbolizing (modules that failed the ELF check), for the report.
+    pub fn notes(&self) -> Vec<String> {
+        self.symbols.notes()
     }
 
     /// The process exec'd or went away: drop what was loaded for its old image.

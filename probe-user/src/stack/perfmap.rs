@@ -13,7 +13,7 @@ use crate::{
 /// The most of a perf map read (a busy JVM's is tens of MiB).
 pub const CAP: u64 = 128 << 20;
 /// Names kept from one map.
-const MAX_ENTRIES: usize = 2_000_000;
+pub const MAX_ENTRIES: usize = 2_000_000;
 
 /// A loaded perf map: sorted ranges.
 #[derive(Debug, Default)]
@@ -115,6 +115,14 @@ pub fn parse(data: &[u8]) -> Vec<(u64, u64, String)> {
 }
 
 impl PerfMap {
+    /// A map from a file's bytes (as [`load`] reads it), for tests and fuzzing.
+    pub fn from_bytes(data: &[u8]) -> PerfMap {
+        PerfMap {
+            ranges: parse(data),
+            stamp: (0, 0),
+        }
+    }
+
     pub fn lookup(&self, addr: u64) -> Option<&str> {
         let i = self.ranges.partition_point(|r| r.0 <= addr);
         let (start, end, name) = self.ranges.get(i.checked_sub(1)?)?;

@@ -4,19 +4,22 @@
 //! ELF/DWARF for its lifetime, and a process's mappings once `prepare` has run — which must
 //! happen while the target is alive, since /proc/PID/maps is gone after it exits.
 
-use std::{collections::HashSet, os::unix::ffi::OsStrExt, path::Path};
+use std::{cell::RefCell, collections::HashSet, os::unix::ffi::OsStrExt, path::Path, rc::Rc};
 
 use blazesym::{
     Pid,
     symbolize::{
-        Input, Symbolized, Symbolizer as Blaze,
+        Input, ProcessMemberInfo, ProcessMemberType, Resolve, Symbolized, Symbolizer as Blaze,
         cache::{self, Cache},
         evict::{self, Evict},
         source::{Kernel, Process, Source},
     },
 };
 
-use super::unwind::RawFrame;
+use super::{
+    elf_guard::{GuardCache, SymtabResolver},
+    unwind::RawFrame,
+};
 use crate::report::{Frame, KernelFrame, clean, target_text};
 
 pub struct Symbolizer {
@@ -24,6 +27,53 @@ pub struct Symbolizer {
     prepared: HashSet<u32>,
     /// Kernel symbols by address (kernel stacks repeat a lot).
     kernel: std::collections::HashMap<u64, KernelFrame>,
+    /// The check every module passes before blazesym parses it (see `elf_guard`).
+    guard: Rc<RefCell<Guard>>,
+}
+
+/// What the module check remembers: verdicts, and notes for the report.
+#[derive(Default)]
+struct Guard {
+    cache: GuardCache,
+    notes: Vec<String>,
+}
+
+/// Most notes about modules kept for the report.
+const MAX_GUARD_NOTES: usize = 32;
+
+/// blazesym's process dispatcher: called once per file-backed member of a process before
+/// blazesym opens it. `None` lets blazesym handle the member; a module that fails the check
+/// gets a [`SymtabResolver`] instead (names from its symbol tables, nothing decompressed).
+fn dispatch(
+    guard: &RefCell<Guard>,
+    info: ProcessMemberInfo<'_>,
+) -> blazesym::Result<Option<Box<dyn Resolve>>> {
+    let ProcessMemberType::Path(p) = info.member_entry else {
+        return Ok(None);
+    };
+    let mut g = guard.borrow_mut();
+    let Err(why) = g.cache.check(&p.maps_file, &p.symbolic_path) else {
+        return Ok(None);
+    };
+    // Both name target files: escaped like everything else the target chose.
+    let note = format!(
+        "{}: named from its symbol table only, without DWARF ({})",
+        target_text(p.symbolic_path.as_os_str().as_bytes()),
+        clean(&why)
+    );
+    if g.notes.len() < MAX_GUARD_NOTES && !g.notes.contains(&note) {
+        g.notes.push(note);
+    }
+    // The kernel's own link to the mapped file (as blazesym would open it), never the path the
+    // target names.
+    let file = std::fs::File::open(&p.maps_file);
+    // SAFETY: read-only private mapping; see stack::unwind for the caveat.
+    let map = file
+        .ok()
+        .and_then(|f| unsafe { memmap2::Mmap::map(&f) }.ok());
+    let module = p.symbolic_path.as_os_str().to_os_string();
+    let resolver = SymtabResolver::from_elf(map.as_deref().unwrap_or(&[]), module);
+    Ok(Some(Box::new(resolver)))
 }
 
 impl Default for Symbolizer {
@@ -62,15 +112,24 @@ fn shorten_file(dir: Option<&Path>, file: &std::ffi::OsStr) -> String {
 
 impl Symbolizer {
     pub fn new() -> Symbolizer {
+        let guard = Rc::new(RefCell::new(Guard::default()));
+        let g = guard.clone();
         Symbolizer {
             blaze: Blaze::builder()
                 .enable_demangling(false)
                 .enable_code_info(true)
                 .enable_inlined_fns(true)
+                .set_process_dispatcher(move |info| dispatch(&g, info))
                 .build(),
             prepared: HashSet::new(),
             kernel: std::collections::HashMap::new(),
+            guard,
         }
+    }
+
+    /// Modules that failed the check before symbolization, and why (for the report's notes).
+    pub fn notes(&self) -> Vec<String> {
+        self.guard.borrow().notes.clone()
     }
 
     fn kernel_source() -> Source<'static> {

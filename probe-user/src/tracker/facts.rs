@@ -49,9 +49,9 @@ pub struct ThreadFacts {
     pub holds: Vec<String>,
 }
 
-#[cfg(test)]
 impl ThreadFacts {
-    /// A thread in `state` with nothing else known yet.
+    /// A thread in `state` with nothing else known yet (tests, and the fuzz targets'
+    /// threads).
     pub fn new(pid: u32, tid: u32, name: String, state: ThreadState) -> ThreadFacts {
         ThreadFacts {
             tid,

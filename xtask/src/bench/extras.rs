@@ -31,7 +31,7 @@ pub fn attach_time(tools: &Tools, n: usize) -> Result<AttachTime> {
     let report = tools.scratch.join("attach.json");
     let mut samples = Vec::new();
     for _ in 0..n {
-        let (mut sp, secs) = tools.start_stallprobe(idle.pid(), None, &report)?;
+        let (mut sp, secs) = tools.start_stallprobe(&tools.stallprobe, idle.pid(), None, &report)?;
         sp.stop(libc::SIGINT, Duration::from_secs(15));
         samples.push(secs);
     }
@@ -80,7 +80,7 @@ pub fn memory(
     )?;
     target.stdout_line("ready", Duration::from_secs(60))?;
     let report = tools.scratch.join("memory.json");
-    let (mut sp, _) = tools.start_stallprobe(target.pid(), None, &report)?;
+    let (mut sp, _) = tools.start_stallprobe(&tools.stallprobe, target.pid(), None, &report)?;
     let pid = sp.pid();
     let cpu0 = proc::cpu_secs(pid).unwrap_or(0.0);
     let t0 = Instant::now();

@@ -69,6 +69,16 @@ pub enum Config {
     StallprobeOther(Hook),
     Bpftrace,
     Offcputime,
+    /// An earlier build of stallprobe (`STALLPROBE_BENCH_BEFORE=BIN`) with `--hook raw`, to
+    /// compare a change with what came before it, side by side.
+    Before,
+}
+
+/// The earlier build to compare with, from `STALLPROBE_BENCH_BEFORE`.
+pub fn before_bin() -> Option<PathBuf> {
+    std::env::var_os("STALLPROBE_BENCH_BEFORE")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
 }
 
 impl Config {
@@ -83,6 +93,9 @@ impl Config {
             v.extend(hooks.iter().map(|&h| Config::Stallprobe(h)));
             if w == Workload::Pingpong {
                 v.extend(hooks.iter().map(|&h| Config::StallprobeOther(h)));
+            }
+            if before_bin().is_some() {
+                v.push(Config::Before);
             }
         }
         if tools {
@@ -109,6 +122,7 @@ impl Config {
             Config::StallprobeOther(Hook::Tracepoint) => "stallprobe-tp-other",
             Config::Bpftrace => "bpftrace",
             Config::Offcputime => "offcputime",
+            Config::Before => "stallprobe-before-raw",
         }
     }
 
@@ -132,6 +146,10 @@ impl Config {
             Config::Offcputime => {
                 "offcputime -p TARGET (libbpf-tools; filtered to the target, but its sched_switch hook runs for every switch on the host)".into()
             }
+            Config::Before => format!(
+                "an earlier stallprobe ({}) with --hook raw, to compare with stallprobe-raw",
+                before_bin().map(|p| p.display().to_string()).unwrap_or_default()
+            ),
         }
     }
 }
@@ -246,11 +264,12 @@ impl Tools {
     /// blocked past the threshold (none in these workloads).
     pub fn start_stallprobe(
         &self,
+        bin: &Path,
         pid: u32,
         hook: Option<&str>,
         report: &Path,
     ) -> Result<(Proc, f64)> {
-        let mut cmd = Command::new(&self.stallprobe);
+        let mut cmd = Command::new(bin);
         cmd.arg("--pid")
             .arg(pid.to_string())
             .args(["--threshold", "500ms", "--format", "json", "-o"])
@@ -297,7 +316,13 @@ impl Tools {
         let (tool, attach_secs) = match c {
             Config::Baseline => (None, None),
             Config::Stallprobe(h) | Config::StallprobeOther(h) => {
-                let (p, secs) = self.start_stallprobe(target, Some(h.name()), &report)?;
+                let (p, secs) =
+                    self.start_stallprobe(&self.stallprobe, target, Some(h.name()), &report)?;
+                (Some(p), Some(secs))
+            }
+            Config::Before => {
+                let bin = before_bin().context("STALLPROBE_BENCH_BEFORE is not a file")?;
+                let (p, secs) = self.start_stallprobe(&bin, target, Some("raw"), &report)?;
                 (Some(p), Some(secs))
             }
             Config::Bpftrace => {
@@ -457,7 +482,9 @@ impl Attached {
             l.finish(Duration::from_secs(2));
         }
         out.saw = match self.config {
-            Config::Stallprobe(_) | Config::StallprobeOther(_) => stallprobe_saw(&self.report),
+            Config::Stallprobe(_) | Config::StallprobeOther(_) | Config::Before => {
+                stallprobe_saw(&self.report)
+            }
             Config::Bpftrace => tool.stdout.as_ref().map(|l| {
                 json!({ "threads_with_histograms":
                     l.seen.iter().filter(|s| s.starts_with("@h[")).count() })

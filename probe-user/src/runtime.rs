@@ -129,7 +129,11 @@ pub static RULES: &[Rule] = &[
         runtime: Runtime::Go,
         what: "Go runtime: idle M parked in the scheduler",
         name_prefixes: &[],
+        // Go code never waits in futex itself (goroutines park, threads do not): a futex wait
+        // under `runtime.futex` is the scheduler's, even when the stack stops there (a slow call
+        // whose stack was cut short).
         frames: &[
+            "runtime.futex",
             "runtime.futexsleep",
             "runtime.notesleep",
             "runtime.mPark",
@@ -380,6 +384,15 @@ mod tests {
         ]);
         let r = classify(Runtime::Go, "w", Some("futex"), &s).unwrap();
         assert!(r.what.contains("idle M"));
+    }
+
+    #[test]
+    fn go_futex_with_a_stack_cut_short_is_still_the_runtimes() {
+        let s = stack(&["runtime.futex"]);
+        assert!(classify(Runtime::Go, "w", Some("futex"), &s).is_some());
+        // cgo code waiting on a pthread mutex is the program's.
+        let s = stack(&["__lll_lock_wait", "pthread_mutex_lock", "C.lock_it"]);
+        assert!(classify(Runtime::Go, "w", Some("futex"), &s).is_none());
     }
 
     #[test]

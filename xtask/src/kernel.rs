@@ -602,8 +602,8 @@ struct KernelSummary {
     results: Option<Results>,
     unknown_hooks: Vec<String>,
     problem: Option<String>,
-    /// A guest that got stuck and was replaced: the step it was running.
-    stuck_in: Option<String>,
+    /// Guests that stopped before the end and were replaced: the step each was in.
+    stuck_in: Vec<String>,
 }
 
 impl KernelSummary {
@@ -647,7 +647,7 @@ pub fn test(kernels: &[&'static Kernel], stallprobe: &Path) -> Result<()> {
             results: None,
             unknown_hooks: Vec::new(),
             problem: None,
-            stuck_in: None,
+            stuck_in: Vec::new(),
         };
         let r = (|| -> Result<()> {
             let out = out_dir(k, "test")?;
@@ -660,21 +660,34 @@ pub fn test(kernels: &[&'static Kernel], stallprobe: &Path) -> Result<()> {
             s.guest = Some(guest);
             s.results = Some(results);
             // An emulated guest sometimes hangs as a whole (the console goes silent, no step
-            // timeout fires). Boot a fresh one once and go on from the step that hung: that
-            // step runs again, so a hang stallprobe causes fails both times.
-            let (g, r) = (s.guest.as_ref().unwrap(), s.results.as_mut().unwrap());
-            if g.timed_out && !r.finished {
+            // timeout fires) or QEMU ends without a word (vng exits 255). Boot a fresh one once
+            // and go on from the step it was in: that step runs again, so a hang or crash
+            // stallprobe causes fails both times.
+            // At most two replacements, and never twice for the same step.
+            let mut stopped_at: Vec<usize> = Vec::new();
+            loop {
+                let (g, r) = (s.guest.as_ref().unwrap(), s.results.as_mut().unwrap());
                 let done = r.steps.len();
+                if r.finished || stopped_at.len() == 2 || stopped_at.contains(&done) {
+                    break;
+                }
+                stopped_at.push(done);
+                let how = if g.timed_out {
+                    "hung".to_string()
+                } else {
+                    format!("ended (exit {:?}) without finishing", g.exit)
+                };
                 let stuck = plan
                     .steps
                     .get(done)
                     .map(|st| format!("{} ({})", st.name, st.hook.as_deref().unwrap_or("auto")));
                 println!(
-                    "  [{}] the guest hung in {}: booting a fresh guest to go on from there",
+                    "  [{}] the guest {how} in {}: booting a fresh guest to go on from there",
                     k.name,
                     stuck.as_deref().unwrap_or("?")
                 );
-                s.stuck_in = stuck;
+                s.stuck_in
+                    .push(format!("{} ({how})", stuck.as_deref().unwrap_or("?")));
                 plan.skip_steps = done;
                 let (guest2, mut results2) = run_plan(k, &plan, &out, &xtask)?;
                 let earlier = std::mem::take(&mut r.steps);
@@ -757,10 +770,8 @@ fn print_summary(summaries: &[KernelSummary], total: Duration) {
         if let Some(p) = &s.problem {
             println!("    error: {p}");
         }
-        if let Some(st) = &s.stuck_in {
-            println!(
-                "    note: the first guest hung in {st} and was killed; a fresh guest ran the rest"
-            );
+        for st in &s.stuck_in {
+            println!("    note: the first guest stopped in {st}; a fresh guest ran the rest");
         }
         for h in &s.unknown_hooks {
             println!("    hook {h:<11} skipped: not a --hook value of this stallprobe");

@@ -31,7 +31,8 @@ pub fn attach_time(tools: &Tools, n: usize) -> Result<AttachTime> {
     let report = tools.scratch.join("attach.json");
     let mut samples = Vec::new();
     for _ in 0..n {
-        let (mut sp, secs) = tools.start_stallprobe(&tools.stallprobe, idle.pid(), None, &report)?;
+        let (mut sp, secs) =
+            tools.start_stallprobe(&tools.stallprobe, idle.pid(), None, &report)?;
         sp.stop(libc::SIGINT, Duration::from_secs(15));
         samples.push(secs);
     }

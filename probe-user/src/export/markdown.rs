@@ -108,17 +108,7 @@ pub fn summary(r: &Report) -> String {
     );
     match &r.shutdown {
         Some(sd) => {
-            let outcome = if sd.process_exited {
-                match sd.exited_after_ms {
-                    Some(ms) => format!("exited {} after it", format_ms(ms.max(0) as f64)),
-                    None => "exited".to_string(),
-                }
-            } else {
-                format!(
-                    "still alive when the {} grace period ran out",
-                    format_ms(sd.grace_ms as f64)
-                )
-            };
+            let outcome = sd.outcome();
             let _ = writeln!(
                 o,
                 "**Shutdown:** {} from pid {} ({}) at +{}, grace {}: {}{}  ",

@@ -169,6 +169,24 @@ pub struct ShutdownReport {
     pub ignored: bool,
 }
 
+impl ShutdownReport {
+    /// How the episode ended, for people: "exited 20ms after it" or "still alive when the 2s
+    /// grace period ran out".
+    pub fn outcome(&self) -> String {
+        if self.process_exited {
+            match self.exited_after_ms {
+                Some(ms) => format!("exited {} after it", format::format_ms(ms.max(0) as f64)),
+                None => "exited".to_string(),
+            }
+        } else {
+            format!(
+                "still alive when the {} grace period ran out",
+                format::format_ms(self.grace_ms as f64)
+            )
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct TimelineEntry {
     /// ms relative to the first shutdown signal (negative: before it), or to attach.

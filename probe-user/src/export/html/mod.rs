@@ -230,17 +230,7 @@ fn header(o: &mut String, r: &Report) {
     );
     match &r.shutdown {
         Some(sd) => {
-            let outcome = if sd.process_exited {
-                match sd.exited_after_ms {
-                    Some(ms) => format!("exited {} after it", format_ms(ms.max(0) as f64)),
-                    None => "exited".into(),
-                }
-            } else {
-                format!(
-                    "still alive when the {} grace period ran out",
-                    format_ms_u64(sd.grace_ms)
-                )
-            };
+            let outcome = sd.outcome();
             let _ = write!(
                 o,
                 "<p>{} from pid {} ({}) at +{}: {}{}</p>",
